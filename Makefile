@@ -1,0 +1,48 @@
+# netplumb developer targets. Run as root on Debian: `make setup` once, then
+# `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PROTO  := proto/netplumb/v1/agent.proto
+
+.PHONY: setup test unit netns check lint proto proto-check demo bench clean
+
+setup:                     ## install system packages and the virtualenv
+	deploy/setup-dev.sh
+
+test:                      ## the whole test suite (what CI runs)
+	$(PY) -m pytest -q tests --ignore=tests/bench
+
+unit:
+	$(PY) -m pytest -q tests/unit
+
+netns:
+	$(PY) -m pytest -q tests/netns
+
+proto:                     ## regenerate the gRPC code from the .proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
+		--grpc_python_out=proto $(PROTO)
+
+proto-check:               ## fail if the committed generated code is stale
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp \
+		--grpc_python_out=$$tmp $(PROTO) && \
+	for f in agent_pb2.py agent_pb2.pyi agent_pb2_grpc.py; do \
+		diff -u proto/netplumb/v1/$$f $$tmp/netplumb/v1/$$f || { rm -rf $$tmp; \
+		echo "generated code is stale: run 'make proto' and commit" >&2; exit 1; }; \
+	done; rm -rf $$tmp
+
+lint:
+	$(PY) -m ruff check agent cli tests
+	$(PY) -m ruff format --check agent cli tests
+	$(PY) -m mypy agent cli
+
+check: proto-check lint    ## generated code fresh, lint, types
+
+demo:                      ## two namespaces on a bridge, ping across, clean up
+	deploy/demo.sh
+
+bench:                     ## benchmarks (on demand; prints figures)
+	$(PY) -m pytest -q -s tests/bench -p no:timeout
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,144 @@
+"""Protobuf messages <-> model values. Requests are validated here, through
+``core.spec``, before the engine sees them."""
+
+from __future__ import annotations
+
+from netplumb.v1 import agent_pb2 as pb
+
+from ..core import spec
+from ..core.model import (
+    BridgeKind,
+    BridgeSpec,
+    EndpointSpec,
+    GuestRef,
+    RouteSpec,
+)
+from ..engine import DEGRADED, GUEST_MISSING, BridgeView, Drift, EndpointView
+from ..errors import InvalidSpec, Unimplemented
+
+_KIND_IN = {
+    pb.BRIDGE_KIND_UNSPECIFIED: "linux",
+    pb.BRIDGE_KIND_LINUX: "linux",
+    pb.BRIDGE_KIND_OVS: "ovs",
+}
+_KIND_OUT = {BridgeKind.LINUX: pb.BRIDGE_KIND_LINUX, BridgeKind.OVS: pb.BRIDGE_KIND_OVS}
+_TUNNEL_IN = {
+    pb.TUNNEL_TYPE_UNSPECIFIED: "",
+    pb.TUNNEL_TYPE_VXLAN: "vxlan",
+    pb.TUNNEL_TYPE_GENEVE: "geneve",
+    pb.TUNNEL_TYPE_GRE: "gre",
+}
+_TUNNEL_OUT = {v: k for k, v in _TUNNEL_IN.items() if v}
+_STATE_OUT = {
+    GUEST_MISSING: pb.ENDPOINT_STATE_GUEST_MISSING,
+    DEGRADED: pb.ENDPOINT_STATE_DEGRADED,
+}
+
+
+def bridge_spec_in(m: pb.BridgeSpec) -> BridgeSpec:
+    if m.kind not in _KIND_IN:
+        raise InvalidSpec(f"spec.kind {m.kind} is not a bridge kind", field="spec.kind")
+    if m.tunnel not in _TUNNEL_IN:
+        raise InvalidSpec(f"spec.tunnel {m.tunnel} is not a tunnel type", field="spec.tunnel")
+    return spec.bridge_spec(
+        name=m.name,
+        kind=_KIND_IN[m.kind],
+        addresses=list(m.addresses),
+        mtu_value=m.mtu,
+        vni=m.vni,
+        tunnel=_TUNNEL_IN[m.tunnel],
+    )
+
+
+def bridge_out(v: BridgeView) -> pb.Bridge:
+    s = v.record.spec
+    return pb.Bridge(
+        spec=pb.BridgeSpec(
+            name=s.name,
+            kind=_KIND_OUT[s.kind],
+            addresses=[str(a) for a in s.addresses],
+            mtu=s.mtu,
+            vni=s.vni,
+            tunnel=_TUNNEL_OUT.get(s.tunnel, pb.TUNNEL_TYPE_UNSPECIFIED),
+        ),
+        owned=v.record.owned,
+        present=v.present,
+        mtu=v.mtu,
+        endpoint_count=v.endpoint_count,
+        endpoint_mtu=v.mtu,
+    )
+
+
+def guest_in(value: str, field: str = "guest") -> GuestRef:
+    return spec.guest(value, field)
+
+
+def endpoint_spec_in(m: pb.EndpointSpec) -> EndpointSpec:
+    if m.name:
+        raise Unimplemented(
+            "endpoint names are published in cluster mode, which this version does not implement",
+            field="spec.name",
+        )
+    if m.HasField("dhcp"):
+        raise Unimplemented("DHCP is not implemented in this version", field="spec.dhcp")
+    guest = guest_in(m.guest, "spec.guest")
+    return spec.endpoint_spec(
+        bridge=m.bridge,
+        guest_ref=guest,
+        ifname_value=m.ifname,
+        host_ifname=m.host_ifname,
+        mac_value=m.mac,
+        mtu_value=m.mtu,
+        vlan_value=m.vlan,
+        addresses=list(m.addresses),
+        gateways=list(m.gateways),
+        routes=[(r.destination, r.via, r.metric) for r in m.routes],
+    )
+
+
+def route_in(m: pb.Route, field: str = "route") -> RouteSpec:
+    return spec.route(m.destination, m.via, m.metric, field)
+
+
+def route_out(r: RouteSpec) -> pb.Route:
+    dest = "default" if r.destination.prefixlen == 0 else str(r.destination)
+    return pb.Route(destination=dest, via=str(r.via) if r.via else "", metric=r.metric)
+
+
+def endpoint_out(v: EndpointView) -> pb.Endpoint:
+    from ..core.plan import desired_endpoint
+
+    rec = v.record
+    s = rec.spec
+    routes = desired_endpoint(rec).routes
+    return pb.Endpoint(
+        spec=pb.EndpointSpec(
+            bridge=s.bridge,
+            guest=s.guest.key,
+            ifname=s.ifname,
+            host_ifname=s.host_ifname or "",
+            mac=s.mac or "",
+            mtu=s.mtu,
+            vlan=s.vlan,
+            addresses=[str(a) for a in s.addresses],
+            gateways=[str(g) for g in s.gateways],
+            routes=[route_out(r) for r in s.routes],
+        ),
+        id=rec.id,
+        guest=s.guest.key,
+        ifname=s.ifname,
+        host_ifname=rec.host_ifname,
+        mac=rec.mac,
+        mtu=rec.mtu,
+        addresses=[str(a) for a in s.addresses],
+        routes=[route_out(r) for r in routes],
+        state=_STATE_OUT.get(v.state, pb.ENDPOINT_STATE_READY),
+        netns_path=rec.netns_path,
+        bridge=s.bridge,
+        vlan=s.vlan,
+        state_detail=v.detail,
+    )
+
+
+def drift_out(d: Drift) -> pb.Drift:
+    return pb.Drift(object=d.object, name=d.name, detail=d.detail, repair=list(d.repair))

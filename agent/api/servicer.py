@@ -1,0 +1,178 @@
+"""The gRPC servicer: decode, call the engine, encode. No logic of its own."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import grpc
+
+from netplumb.v1 import agent_pb2 as pb
+from netplumb.v1 import agent_pb2_grpc as pb_grpc
+
+from .. import __version__
+from ..engine import Engine
+from ..errors import Unimplemented
+from . import convert
+from .status import guarded
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    def __init__(self, engine: Engine, state_dir: str) -> None:
+        self.engine = engine
+        self.state_dir = state_dir
+
+    # bridges
+
+    def CreateBridge(self, request: pb.CreateBridgeRequest, context: grpc.ServicerContext) -> pb.Bridge:
+        def call() -> pb.Bridge:
+            return convert.bridge_out(self.engine.create_bridge(convert.bridge_spec_in(request.spec)))
+
+        return guarded("CreateBridge", call, context)
+
+    def DeleteBridge(
+        self, request: pb.DeleteBridgeRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteBridgeResponse:
+        def call() -> pb.DeleteBridgeResponse:
+            existed, deleted = self.engine.delete_bridge(request.name)
+            return pb.DeleteBridgeResponse(existed=existed, deleted_link=deleted)
+
+        return guarded("DeleteBridge", call, context)
+
+    def ListBridges(
+        self, request: pb.ListBridgesRequest, context: grpc.ServicerContext
+    ) -> pb.ListBridgesResponse:
+        def call() -> pb.ListBridgesResponse:
+            return pb.ListBridgesResponse(
+                bridges=[convert.bridge_out(b) for b in self.engine.list_bridges()]
+            )
+
+        return guarded("ListBridges", call, context)
+
+    # endpoints
+
+    def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext) -> pb.Endpoint:
+        def call() -> pb.Endpoint:
+            return convert.endpoint_out(self.engine.attach(convert.endpoint_spec_in(request.spec)))
+
+        return guarded("Attach", call, context)
+
+    def Detach(self, request: pb.DetachRequest, context: grpc.ServicerContext) -> pb.DetachResponse:
+        def call() -> pb.DetachResponse:
+            guest = convert.guest_in(request.guest)
+            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            views = self.engine.detach(guest, ifname)
+            return pb.DetachResponse(detached=[convert.endpoint_out(v) for v in views])
+
+        return guarded("Detach", call, context)
+
+    def GetEndpoint(self, request: pb.GetEndpointRequest, context: grpc.ServicerContext) -> pb.Endpoint:
+        def call() -> pb.Endpoint:
+            guest = convert.guest_in(request.guest)
+            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            return convert.endpoint_out(self.engine.get_endpoint(guest, ifname))
+
+        return guarded("GetEndpoint", call, context)
+
+    def ListEndpoints(
+        self, request: pb.ListEndpointsRequest, context: grpc.ServicerContext
+    ) -> pb.ListEndpointsResponse:
+        def call() -> pb.ListEndpointsResponse:
+            bridge = convert.spec.ifname(request.bridge, "bridge") if request.bridge else ""
+            guest = convert.guest_in(request.guest) if request.guest else None
+            views = self.engine.list_endpoints(bridge, guest)
+            return pb.ListEndpointsResponse(endpoints=[convert.endpoint_out(v) for v in views])
+
+        return guarded("ListEndpoints", call, context)
+
+    def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
+        def call() -> pb.CheckResponse:
+            return pb.CheckResponse(drift=[convert.drift_out(d) for d in self.engine.check()])
+
+        return guarded("Check", call, context)
+
+    def Reconcile(
+        self, request: pb.ReconcileRequest, context: grpc.ServicerContext
+    ) -> pb.ReconcileResponse:
+        def call() -> pb.ReconcileResponse:
+            repaired, failed, collected = self.engine.reconcile()
+            return pb.ReconcileResponse(
+                repaired=[convert.drift_out(d) for d in repaired],
+                failed=[convert.drift_out(d) for d in failed],
+                collected=[convert.drift_out(d) for d in collected],
+            )
+
+        return guarded("Reconcile", call, context)
+
+    def AddRoute(self, request: pb.AddRouteRequest, context: grpc.ServicerContext) -> pb.Endpoint:
+        def call() -> pb.Endpoint:
+            guest = convert.guest_in(request.guest)
+            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            route = convert.route_in(request.route)
+            return convert.endpoint_out(self.engine.add_route(guest, ifname, route))
+
+        return guarded("AddRoute", call, context)
+
+    def DeleteRoute(self, request: pb.DeleteRouteRequest, context: grpc.ServicerContext) -> pb.Endpoint:
+        def call() -> pb.Endpoint:
+            guest = convert.guest_in(request.guest)
+            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            convert.spec.destination(request.destination, "destination")
+            return convert.endpoint_out(self.engine.delete_route(guest, ifname, request.destination))
+
+        return guarded("DeleteRoute", call, context)
+
+    # not yet implemented: say so, never pretend
+
+    def _later(self, what: str, context: grpc.ServicerContext) -> Any:
+        def call() -> Any:
+            raise Unimplemented(f"{what} is not implemented in this version of netplumbd")
+
+        return guarded(what, call, context)
+
+    def AddPeer(self, request: pb.AddPeerRequest, context: grpc.ServicerContext) -> pb.Peer:
+        return self._later("peers (overlays)", context)  # type: ignore[no-any-return]
+
+    def RemovePeer(self, request: pb.RemovePeerRequest, context: grpc.ServicerContext) -> Any:
+        return self._later("peers (overlays)", context)
+
+    def ListPeers(self, request: pb.ListPeersRequest, context: grpc.ServicerContext) -> Any:
+        return self._later("peers (overlays)", context)
+
+    def CreateNetwork(self, request: pb.CreateNetworkRequest, context: grpc.ServicerContext) -> Any:
+        return self._later("networks (cluster mode)", context)
+
+    def DeleteNetwork(self, request: pb.DeleteNetworkRequest, context: grpc.ServicerContext) -> Any:
+        return self._later("networks (cluster mode)", context)
+
+    def ListNetworks(self, request: pb.ListNetworksRequest, context: grpc.ServicerContext) -> Any:
+        return self._later("networks (cluster mode)", context)
+
+    # status
+
+    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.HostStatus:
+        def call() -> pb.HostStatus:
+            counts = self.engine.status_counts()
+            feats = self.engine.features.extras
+            return pb.HostStatus(
+                version=__version__,
+                hostname=os.uname().nodename,
+                uptime_seconds=int(time.time() - self.engine.started),
+                bridges=counts["bridges"],
+                endpoints=counts["endpoints"],
+                peers=0,
+                endpoints_not_ready=counts["endpoints_not_ready"],
+                dependencies=[
+                    pb.Dependency(name="netlink", up=True, enabled=True, detail="pyroute2"),
+                    pb.Dependency(name="ovsdb", up=False, enabled=False, detail="not implemented yet"),
+                    pb.Dependency(name="docker", up=False, enabled=False, detail="not implemented yet"),
+                ],
+                kernel_features=[
+                    pb.KernelFeature(name=k, available=v) for k, v in sorted(feats.items())
+                ],
+                state_dir=self.state_dir,
+                mode="standalone",
+            )
+
+        return guarded("GetStatus", call, context)

@@ -1,0 +1,214 @@
+"""The desired-state model: frozen, validated values. Pure: no I/O.
+
+Specs are what callers ask for, already validated and normalised (see
+``spec.py``). Records are what the store keeps: a spec plus the facts the agent
+resolved when it built the object (the guest's namespace identity, the
+effective MTU). Observations are what drivers report about the host.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Union
+
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+DEFAULT_IFNAME = "eth1"
+DEFAULT_MTU = 1500
+
+
+class BridgeKind(enum.Enum):
+    LINUX = "linux"
+    OVS = "ovs"
+
+
+class GuestKind(enum.Enum):
+    NETNS = "netns"  # /run/netns/NAME
+    PID = "pid"  # /proc/PID/ns/net
+    PATH = "path"  # any other nsfs path
+    DOCKER = "docker"  # a Docker container (resolved to its full id)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestRef:
+    """A guest as the caller named it, in canonical form.
+
+    ``key`` is the stable identity used for endpoint ids: "netns:NAME",
+    "pid:PID", "path:/x/y" or "docker:<full id>".
+    """
+
+    kind: GuestKind
+    value: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A route inside a guest through the endpoint's interface.
+
+    ``via`` None means on-link. ``onlink`` marks the host route netplumb adds
+    for a gateway outside every address's subnet (as pipework did).
+    """
+
+    destination: IPNetwork
+    via: IPAddress | None = None
+    metric: int = 0
+    onlink: bool = False
+
+    @property
+    def family(self) -> int:
+        return self.destination.version
+
+    def __str__(self) -> str:
+        dest = "default" if self.destination.prefixlen == 0 else str(self.destination)
+        out = dest + (f" via {self.via}" if self.via else "")
+        return out + (f" metric {self.metric}" if self.metric else "")
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSpec:
+    name: str
+    kind: BridgeKind = BridgeKind.LINUX
+    addresses: tuple[IPInterface, ...] = ()
+    mtu: int = 0  # 0: leave the kernel default
+    vni: int = 0
+    tunnel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeRecord:
+    spec: BridgeSpec
+    owned: bool  # netplumb created the link and may delete it
+    # Adopted bridges: addresses the bridge already had when adopted, which
+    # netplumb must leave in place when it forgets the bridge.
+    foreign_addresses: tuple[IPInterface, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """A validated attach request with every default still unresolved
+    (``mtu`` 0, ``mac`` None, ``host_ifname`` None mean "derive")."""
+
+    bridge: str
+    guest: GuestRef
+    ifname: str = DEFAULT_IFNAME
+    host_ifname: str | None = None
+    mac: str | None = None
+    mtu: int = 0
+    vlan: int = 0
+    addresses: tuple[IPInterface, ...] = ()
+    gateways: tuple[IPAddress, ...] = ()
+    routes: tuple[RouteSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    """What the store keeps for one endpoint: the request as given, plus the
+    values the agent resolved for it when it was first plumbed."""
+
+    spec: EndpointSpec
+    id: str
+    host_ifname: str
+    mac: str
+    mtu: int
+    # Identity (st_dev, st_ino) of the namespace the endpoint was plumbed into;
+    # a pid guest whose namespace identity changed is a different process.
+    netns_id: tuple[int, int] | None = None
+    netns_path: str = ""
+    # Routes added later with AddRoute (kept apart from spec.routes so that
+    # repeating the original attach stays a no-op).
+    extra_routes: tuple[RouteSpec, ...] = ()
+
+    @property
+    def guest(self) -> GuestRef:
+        return self.spec.guest
+
+    @property
+    def ifname(self) -> str:
+        return self.spec.ifname
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredEndpoint:
+    """Everything the planner needs to build one endpoint, fully resolved."""
+
+    id: str
+    bridge: str
+    ifname: str
+    host_ifname: str
+    mac: str
+    mtu: int
+    vlan: int
+    addresses: tuple[IPInterface, ...]
+    routes: tuple[RouteSpec, ...]  # gateways expanded into default routes
+
+
+# ------------------------------------------------------------ observations
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedRoute:
+    destination: IPNetwork
+    via: IPAddress | None
+    metric: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedLink:
+    """A link as netlink reports it; ``alias`` carries netplumb's ownership
+    tag (``netplumb:...``) when netplumb made it."""
+
+    name: str
+    index: int
+    kind: str
+    alias: str = ""
+    mac: str = ""
+    mtu: int = 0
+    up: bool = False
+    master: str = ""  # name of the bridge it is a port of, "" if none
+    peer_index: int = 0  # veth: ifindex of the peer in the peer's namespace
+    addresses: tuple[IPInterface, ...] = ()
+    routes: tuple[ObservedRoute, ...] = ()  # netplumb-tagged routes via this link
+    vlans: tuple[int, ...] = ()  # bridge port: access VLANs (pvid)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedEndpoint:
+    """The host's view of one endpoint: its host end in the root namespace and
+    the link named ``ifname`` inside the guest (either may be missing)."""
+
+    host: ObservedLink | None
+    guest: ObservedLink | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedBridge:
+    name: str
+    exists: bool
+    is_bridge: bool = False
+    alias: str = ""
+    mtu: int = 0
+    up: bool = False
+    addresses: tuple[IPInterface, ...] = ()
+    vlan_filtering: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HostFeatures:
+    """Kernel features probed once at start."""
+
+    bridge_vlan_filtering: bool = False
+    vxlan: bool = True
+    vlan_8021q: bool = False
+    dummy: bool = False
+    extras: dict[str, bool] = field(default_factory=dict)

@@ -1,0 +1,66 @@
+"""Deterministic names, MACs and ownership tags. Pure.
+
+Names derive from the endpoint identity (guest key, ifname) so that a restart,
+a reconcile or a human can recompute them; all fit IFNAMSIZ (15 bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .model import GuestRef
+
+# Every link netplumb creates carries an alias starting with this tag; the
+# agent never changes or deletes a link whose alias does not.
+TAG = "netplumb"
+HOST_IFNAME_PREFIX = "np"
+
+# Route protocol number that marks the routes netplumb adds inside guests
+# (see /etc/iproute2/rt_protos: 0-4 kernel, 8-18 and 42, 186-192 are taken).
+RTPROT_NETPLUMB = 151
+
+
+def endpoint_id(guest: GuestRef, ifname: str) -> str:
+    """A 16-hex-digit id, stable for (guest, ifname)."""
+    return hashlib.sha256(f"{guest.key}\0{ifname}".encode()).hexdigest()[:16]
+
+
+def host_ifname(endpoint_id: str) -> str:
+    """Host-side veth name: "np" + 12 hex digits (14 bytes)."""
+    return HOST_IFNAME_PREFIX + endpoint_id[:12]
+
+
+def stable_mac(endpoint_id: str) -> str:
+    """A locally administered unicast MAC derived from the endpoint id, so an
+    endpoint re-plumbed after a restart keeps its MAC (and its DHCP lease)."""
+    digest = hashlib.sha256(f"netplumb-mac\0{endpoint_id}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def pipework_mac(seed: str) -> str:
+    """pipework's ``U:STRING`` MAC: "02:" then the first 40 bits of
+    md5(STRING + newline), as ``echo STRING | md5sum`` gives."""
+    digest = hashlib.md5(f"{seed}\n".encode()).digest()  # noqa: S324 - compatibility, not security
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def endpoint_alias(endpoint_id: str) -> str:
+    """Alias put on both veth ends of an endpoint."""
+    return f"{TAG}:ep:{endpoint_id}"
+
+
+def bridge_alias(name: str) -> str:
+    """Alias put on a bridge netplumb created (adopted bridges keep theirs)."""
+    return f"{TAG}:br:{name}"
+
+
+def parse_endpoint_alias(alias: str) -> str | None:
+    """The endpoint id in an alias made by ``endpoint_alias``, else None."""
+    prefix = f"{TAG}:ep:"
+    if alias.startswith(prefix) and len(alias) == len(prefix) + 16:
+        return alias[len(prefix) :]
+    return None
+
+
+def is_ours(alias: str) -> bool:
+    return alias.startswith(f"{TAG}:")

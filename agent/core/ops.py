@@ -1,0 +1,198 @@
+"""Operations: the imperative vocabulary the planner emits and drivers execute.
+
+Each op is a frozen value with a readable ``str`` (used in logs, in ``check``
+output and in error messages). ``Where`` says which namespace an op acts in:
+the host's (root) namespace, or the guest namespace of the endpoint being
+planned, which the engine opens and pins before applying.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .model import IPInterface, RouteSpec
+
+
+class Where(enum.Enum):
+    HOST = "host"
+    GUEST = "guest"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBridge:
+    name: str
+    mtu: int  # 0: kernel default
+    alias: str
+
+    def __str__(self) -> str:
+        return f"create bridge {self.name}" + (f" mtu {self.mtu}" if self.mtu else "")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateVeth:
+    """A veth pair: ``host_ifname`` in the host namespace, ``guest_ifname``
+    created directly inside the guest namespace (so its final name never
+    collides with anything in the host namespace)."""
+
+    host_ifname: str
+    guest_ifname: str
+    mac: str
+    mtu: int
+    alias: str
+
+    def __str__(self) -> str:
+        return f"create veth {self.host_ifname} <-> guest {self.guest_ifname} mtu {self.mtu}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteLink:
+    where: Where
+    name: str
+
+    def __str__(self) -> str:
+        return f"delete link {self.name} ({self.where.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class SetMaster:
+    name: str
+    bridge: str
+
+    def __str__(self) -> str:
+        return f"add {self.name} to bridge {self.bridge}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetPortVlan:
+    """Make a Linux bridge port an untagged access port of ``vlan``."""
+
+    name: str
+    vlan: int
+
+    def __str__(self) -> str:
+        return f"make {self.name} an access port of VLAN {self.vlan}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetBridgeVlanFiltering:
+    name: str
+
+    def __str__(self) -> str:
+        return f"turn VLAN filtering on for bridge {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetMtu:
+    where: Where
+    name: str
+    mtu: int
+
+    def __str__(self) -> str:
+        return f"set mtu {self.mtu} on {self.name} ({self.where.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class SetMac:
+    where: Where
+    name: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"set mac {self.mac} on {self.name} ({self.where.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class SetUp:
+    where: Where
+    name: str
+
+    def __str__(self) -> str:
+        return f"set {self.name} up ({self.where.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddress:
+    where: Where
+    name: str
+    address: IPInterface
+
+    def __str__(self) -> str:
+        return f"add address {self.address} to {self.name} ({self.where.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class DelAddress:
+    where: Where
+    name: str
+    address: IPInterface
+
+    def __str__(self) -> str:
+        return f"remove address {self.address} from {self.name} ({self.where.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoute:
+    """A route in the guest namespace through ``name``, tagged with
+    netplumb's route protocol."""
+
+    name: str
+    route: RouteSpec
+
+    def __str__(self) -> str:
+        return f"add route {self.route} dev {self.name} (guest)"
+
+
+@dataclass(frozen=True, slots=True)
+class DelRoute:
+    name: str
+    route: RouteSpec
+
+    def __str__(self) -> str:
+        return f"remove route {self.route} dev {self.name} (guest)"
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Gratuitous ARP / unsolicited neighbour advertisement for the guest's
+    addresses; fire and forget, never blocks the call."""
+
+    name: str
+    mac: str
+    addresses: tuple[IPInterface, ...]
+
+    def __str__(self) -> str:
+        return f"announce {', '.join(str(a.ip) for a in self.addresses)} on {self.name} (guest)"
+
+
+Op = (
+    CreateBridge
+    | CreateVeth
+    | DeleteLink
+    | SetMaster
+    | SetPortVlan
+    | SetBridgeVlanFiltering
+    | SetMtu
+    | SetMac
+    | SetUp
+    | AddAddress
+    | DelAddress
+    | AddRoute
+    | DelRoute
+    | Announce
+)
+
+
+def undo(op: Op) -> Op | None:
+    """The op that reverses ``op`` during a rollback, or None when nothing
+    needs reversing (the link that holds the change is deleted anyway, or
+    the change is harmless to leave)."""
+    if isinstance(op, CreateVeth):
+        return DeleteLink(Where.HOST, op.host_ifname)
+    if isinstance(op, CreateBridge):
+        return DeleteLink(Where.HOST, op.name)
+    if isinstance(op, AddAddress):
+        return DelAddress(op.where, op.name, op.address)
+    if isinstance(op, AddRoute):
+        return DelRoute(op.name, op.route)
+    return None

@@ -1,0 +1,278 @@
+"""The planner: desired state + observed state -> operations. Pure.
+
+Contracts, for every ``plan_*`` function:
+- ``plan(desired, observed_after_applying(plan(desired, observed)))`` is empty:
+  one round converges.
+- An empty plan means the host already matches.
+- Something in the way that netplumb did not create raises ``Conflict``; the
+  planner never plans to change or delete an object without netplumb's tag.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..errors import Conflict, KernelFeatureMissing
+from . import naming
+from .model import (
+    BridgeRecord,
+    BridgeSpec,
+    DesiredEndpoint,
+    EndpointRecord,
+    HostFeatures,
+    IPInterface,
+    ObservedBridge,
+    ObservedEndpoint,
+    ObservedLink,
+    ObservedRoute,
+    RouteSpec,
+)
+from .ops import (
+    AddAddress,
+    AddRoute,
+    Announce,
+    CreateBridge,
+    CreateVeth,
+    DelAddress,
+    DeleteLink,
+    DelRoute,
+    Op,
+    SetBridgeVlanFiltering,
+    SetMac,
+    SetMaster,
+    SetMtu,
+    SetPortVlan,
+    SetUp,
+    Where,
+)
+
+VLAN_FILTERING_HINT = (
+    "this kernel was built without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); "
+    "use an OVS bridge (--kind ovs), whose ports take VLAN tags, or a kernel that has it"
+)
+
+
+def desired_endpoint(record: EndpointRecord) -> DesiredEndpoint:
+    """Resolve a stored endpoint into what must exist on the host.
+
+    Each gateway becomes the default route of its family; a gateway outside
+    every address's subnet first gets an on-link host route, as pipework did
+    for hosters' failover addresses.
+    """
+    spec = record.spec
+    routes: list[RouteSpec] = []
+    for gw in spec.gateways:
+        if not any(gw in a.network for a in spec.addresses):
+            host_net = ipaddress.ip_network(f"{gw}/{gw.max_prefixlen}")
+            routes.append(RouteSpec(destination=host_net, onlink=True))
+        default = ipaddress.ip_network("0.0.0.0/0" if gw.version == 4 else "::/0")
+        routes.append(RouteSpec(destination=default, via=gw))
+    routes.extend(spec.routes)
+    routes.extend(record.extra_routes)
+    return DesiredEndpoint(
+        id=record.id,
+        bridge=spec.bridge,
+        ifname=spec.ifname,
+        host_ifname=record.host_ifname,
+        mac=record.mac,
+        mtu=record.mtu,
+        vlan=spec.vlan,
+        addresses=spec.addresses,
+        routes=tuple(routes),
+    )
+
+
+def check_endpoint_features(spec_vlan: int, features: HostFeatures) -> None:
+    """Refuse what this kernel cannot do, before anything is touched."""
+    if spec_vlan and not features.bridge_vlan_filtering:
+        raise KernelFeatureMissing(
+            "bridge-vlan-filtering",
+            f"cannot make the port an access port of VLAN {spec_vlan}: the kernel lacks "
+            "bridge VLAN filtering",
+            field="spec.vlan",
+            hint=VLAN_FILTERING_HINT,
+        )
+
+
+def plan_endpoint(
+    want: DesiredEndpoint, seen: ObservedEndpoint, features: HostFeatures
+) -> tuple[Op, ...]:
+    """Operations that make the host match ``want``."""
+    check_endpoint_features(want.vlan, features)
+    alias = naming.endpoint_alias(want.id)
+    host, guest = seen.host, seen.guest
+    if host is not None and host.alias != alias:
+        raise Conflict(
+            f"host interface {want.host_ifname} already exists and netplumb did not create it "
+            "for this endpoint",
+            field="spec.host_ifname",
+            hint="choose another --host-ifname, or remove that interface",
+        )
+    if guest is not None and guest.alias != alias:
+        raise Conflict(
+            f"the guest already has an interface {want.ifname} that netplumb did not create",
+            field="spec.ifname",
+            hint="choose another --ifname",
+        )
+    paired = (
+        host is not None
+        and guest is not None
+        and host.kind == "veth"
+        and host.peer_index == guest.index
+        and guest.peer_index == host.index
+    )
+    if not paired:
+        return _plan_fresh(want, seen, features)
+    assert host is not None and guest is not None
+    return _plan_update(want, host, guest, features)
+
+
+def _plan_fresh(want: DesiredEndpoint, seen: ObservedEndpoint, features: HostFeatures) -> tuple[Op, ...]:
+    ops: list[Op] = []
+    if seen.host is not None:
+        ops.append(DeleteLink(Where.HOST, want.host_ifname))
+    if seen.guest is not None:
+        ops.append(DeleteLink(Where.GUEST, want.ifname))
+    ops.append(
+        CreateVeth(
+            host_ifname=want.host_ifname,
+            guest_ifname=want.ifname,
+            mac=want.mac,
+            mtu=want.mtu,
+            alias=naming.endpoint_alias(want.id),
+        )
+    )
+    ops.append(SetMaster(want.host_ifname, want.bridge))
+    if want.vlan:
+        ops.append(SetPortVlan(want.host_ifname, want.vlan))
+    ops.append(SetUp(Where.HOST, want.host_ifname))
+    ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in want.addresses)
+    ops.append(SetUp(Where.GUEST, want.ifname))
+    ops.extend(AddRoute(want.ifname, r) for r in _route_order(want.routes))
+    if want.addresses:
+        ops.append(Announce(want.ifname, want.mac, want.addresses))
+    return tuple(ops)
+
+
+def _plan_update(
+    want: DesiredEndpoint, host: ObservedLink, guest: ObservedLink, features: HostFeatures
+) -> tuple[Op, ...]:
+    ops: list[Op] = []
+    if host.master != want.bridge:
+        ops.append(SetMaster(want.host_ifname, want.bridge))
+    if want.vlan and features.bridge_vlan_filtering and host.vlans != (want.vlan,):
+        ops.append(SetPortVlan(want.host_ifname, want.vlan))
+    if host.mtu != want.mtu:
+        ops.append(SetMtu(Where.HOST, want.host_ifname, want.mtu))
+    if guest.mtu != want.mtu:
+        ops.append(SetMtu(Where.GUEST, want.ifname, want.mtu))
+    if guest.mac != want.mac:
+        ops.append(SetMac(Where.GUEST, want.ifname, want.mac))
+    if not host.up:
+        ops.append(SetUp(Where.HOST, want.host_ifname))
+    have = {a for a in guest.addresses if not _kernel_managed(a)}
+    wanted = set(want.addresses)
+    ops.extend(DelAddress(Where.GUEST, want.ifname, a) for a in _addr_order(have - wanted))
+    added = [a for a in want.addresses if a not in have]
+    ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in added)
+    if not guest.up:
+        ops.append(SetUp(Where.GUEST, want.ifname))
+    have_routes = {_route_identity(r): r for r in guest.routes}
+    want_routes = {_route_identity(r): r for r in want.routes}
+    for key in sorted(set(have_routes) - set(want_routes), key=str):
+        r = have_routes[key]
+        ops.append(DelRoute(want.ifname, RouteSpec(r.destination, r.via, r.metric)))
+    missing = [r for k, r in want_routes.items() if k not in have_routes]
+    # Addresses or links coming up can make the kernel drop routes: re-add all.
+    ops.extend(AddRoute(want.ifname, r) for r in _route_order(missing))
+    if added:
+        ops.append(Announce(want.ifname, want.mac, want.addresses))
+    return tuple(ops)
+
+
+def plan_detach(record: EndpointRecord, seen: ObservedEndpoint) -> tuple[Op, ...]:
+    """Remove what attach made. Deleting one veth end deletes both, and with
+    the guest end go its addresses and routes. Objects not tagged for this
+    endpoint are left alone."""
+    alias = naming.endpoint_alias(record.id)
+    if seen.host is not None and seen.host.alias == alias:
+        return (DeleteLink(Where.HOST, record.host_ifname),)
+    if seen.guest is not None and seen.guest.alias == alias:
+        return (DeleteLink(Where.GUEST, record.ifname),)
+    return ()
+
+
+def plan_bridge(
+    spec: BridgeSpec, seen: ObservedBridge, record: BridgeRecord | None
+) -> tuple[tuple[Op, ...], bool]:
+    """Operations that make the bridge exist as specified, and whether
+    netplumb owns it (created it, now or before)."""
+    if not seen.exists:
+        if record is not None and not record.owned:
+            # An adopted bridge vanished; recreating it would take ownership of
+            # a name someone else manages.
+            raise Conflict(
+                f"bridge {spec.name} was adopted by netplumb and no longer exists",
+                hint=f"recreate it, or 'netplumb bridge del {spec.name}' to forget it",
+            )
+        ops: list[Op] = [CreateBridge(spec.name, spec.mtu, naming.bridge_alias(spec.name))]
+        ops.extend(AddAddress(Where.HOST, spec.name, a) for a in spec.addresses)
+        ops.append(SetUp(Where.HOST, spec.name))
+        return tuple(ops), True
+    if not seen.is_bridge:
+        raise Conflict(
+            f"{spec.name} exists and is not a Linux bridge",
+            field="spec.name",
+            hint="choose another bridge name",
+        )
+    owned = seen.alias == naming.bridge_alias(spec.name)
+    out: list[Op] = []
+    if spec.mtu and seen.mtu != spec.mtu:
+        out.append(SetMtu(Where.HOST, spec.name, spec.mtu))
+    out.extend(
+        AddAddress(Where.HOST, spec.name, a) for a in spec.addresses if a not in seen.addresses
+    )
+    if not seen.up:
+        out.append(SetUp(Where.HOST, spec.name))
+    return tuple(out), owned
+
+
+def plan_bridge_vlan(seen: ObservedBridge) -> tuple[Op, ...]:
+    """Ops that prepare a Linux bridge for access-port VLANs."""
+    return () if seen.vlan_filtering else (SetBridgeVlanFiltering(seen.name),)
+
+
+def plan_bridge_delete(record: BridgeRecord, seen: ObservedBridge) -> tuple[Op, ...]:
+    """An owned bridge is deleted; an adopted one only loses the addresses
+    netplumb added to it."""
+    if not seen.exists:
+        return ()
+    if record.owned:
+        if seen.alias != naming.bridge_alias(record.spec.name):
+            return ()  # someone replaced it with their own: not ours to delete
+        return (DeleteLink(Where.HOST, record.spec.name),)
+    return tuple(
+        DelAddress(Where.HOST, record.spec.name, a)
+        for a in record.spec.addresses
+        if a in seen.addresses and a not in record.foreign_addresses
+    )
+
+
+def _kernel_managed(a: IPInterface) -> bool:
+    return a.version == 6 and a.ip.is_link_local
+
+
+def _addr_order(addrs: set[IPInterface]) -> list[IPInterface]:
+    return sorted(addrs, key=lambda a: (a.version, int(a.ip)))
+
+
+def _route_identity(r: RouteSpec | ObservedRoute) -> tuple[str, str, int]:
+    # The kernel gives IPv6 routes without a metric the metric 1024; drivers
+    # report that as 0, the value netplumb stores for "kernel default".
+    return (str(r.destination), str(r.via or ""), r.metric)
+
+
+def _route_order(routes: list[RouteSpec] | tuple[RouteSpec, ...]) -> list[RouteSpec]:
+    """On-link routes first: a route via a gateway needs its next hop
+    reachable."""
+    return sorted(routes, key=lambda r: (r.via is not None, r.destination.prefixlen == 0))

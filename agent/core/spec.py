@@ -1,0 +1,369 @@
+"""Validation: raw request values in, validated model values out. Pure.
+
+Every function raises ``InvalidSpec`` naming the request field at fault, so a
+bad request is refused before anything on the host is touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+
+from ..errors import InvalidSpec
+from .model import (
+    DEFAULT_IFNAME,
+    BridgeKind,
+    BridgeSpec,
+    EndpointSpec,
+    GuestKind,
+    GuestRef,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    RouteSpec,
+)
+
+IFNAMSIZ = 15
+MTU_MIN, MTU_MAX = 68, 65535
+IPV6_MIN_MTU = 1280
+VLAN_MIN, VLAN_MAX = 1, 4094
+VNI_MAX = (1 << 24) - 1
+PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
+MAX_ADDRESSES = 64
+MAX_ROUTES = 256
+MAX_PATH = 4096
+
+_IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_NETNS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+_DOCKER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_NETNS_DIRS = ("/run/netns/", "/var/run/netns/")
+_PROC_NS_RE = re.compile(r"/proc/([0-9]+)/ns/net")
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def ifname(value: str, field: str) -> str:
+    """A Linux interface name: 1..15 bytes of [A-Za-z0-9_.-], not starting
+    with a punctuation character."""
+    if not value:
+        raise InvalidSpec(f"{field} is empty; give an interface name", field=field)
+    if len(value.encode()) > IFNAMSIZ:
+        raise InvalidSpec(
+            f"{field} {_show(value)} is longer than {IFNAMSIZ} bytes (the kernel's IFNAMSIZ)",
+            field=field,
+        )
+    if not _IFNAME_RE.fullmatch(value):
+        raise InvalidSpec(
+            f"{field} {_show(value)} is not a valid interface name; use letters, digits, "
+            "'_', '.' and '-', starting with a letter or digit",
+            field=field,
+        )
+    return value
+
+
+def guest(value: str, field: str = "guest") -> GuestRef:
+    """Parse a guest reference (see EndpointSpec.guest in the proto).
+
+    A bare NAME is a named network namespace; resolving Docker names is the
+    caller's business (it needs I/O).
+    """
+    if not value:
+        raise InvalidSpec(f"{field} is empty; name a guest such as netns:NAME", field=field)
+    if "\0" in value or len(value) > MAX_PATH:
+        raise InvalidSpec(f"{field} {_show(value)} is not a valid guest reference", field=field)
+    if value.startswith("/"):
+        return _guest_path(value, field)
+    kind, sep, rest = value.partition(":")
+    if not sep:
+        return GuestRef(GuestKind.NETNS, _netns_name(value, field))
+    if kind == "netns":
+        return GuestRef(GuestKind.NETNS, _netns_name(rest, field))
+    if kind == "pid":
+        return GuestRef(GuestKind.PID, str(_pid(rest, field)))
+    if kind == "docker":
+        if not _DOCKER_RE.fullmatch(rest):
+            raise InvalidSpec(
+                f"{field} {_show(value)}: {_show(rest)} is not a Docker container name or id",
+                field=field,
+            )
+        return GuestRef(GuestKind.DOCKER, rest)
+    raise InvalidSpec(
+        f"{field} {_show(value)} has an unknown kind {_show(kind)}",
+        field=field,
+        hint="use netns:NAME, pid:PID, docker:NAME, or a namespace path such as /proc/PID/ns/net",
+    )
+
+
+def _netns_name(name: str, field: str) -> str:
+    if not _NETNS_RE.fullmatch(name) or name in (".", ".."):
+        raise InvalidSpec(
+            f"{field}: {_show(name)} is not a valid network namespace name "
+            "(1-64 of [A-Za-z0-9_.-], not starting with '.' or '-')",
+            field=field,
+        )
+    return name
+
+
+def _pid(text: str, field: str) -> int:
+    if not text.isdigit() or not text.isascii():
+        raise InvalidSpec(f"{field}: pid {_show(text)} is not a number", field=field)
+    pid = int(text)
+    if not 1 <= pid <= PID_MAX:
+        raise InvalidSpec(f"{field}: pid {pid} is out of range 1..{PID_MAX}", field=field)
+    return pid
+
+
+def _guest_path(path: str, field: str) -> GuestRef:
+    import posixpath
+
+    if posixpath.normpath(path) != path or "//" in path:
+        raise InvalidSpec(
+            f"{field} {_show(path)} is not a normalised absolute path",
+            field=field,
+            hint="give the path without '..', '.' or doubled slashes",
+        )
+    match = _PROC_NS_RE.fullmatch(path)
+    if match:
+        return GuestRef(GuestKind.PID, str(_pid(match.group(1), field)))
+    for prefix in _NETNS_DIRS:
+        if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+            return GuestRef(GuestKind.NETNS, _netns_name(path[len(prefix) :], field))
+    return GuestRef(GuestKind.PATH, path)
+
+
+def mac(value: str, field: str) -> str:
+    if not _MAC_RE.fullmatch(value):
+        raise InvalidSpec(
+            f"{field} {_show(value)} is not a MAC address (six hex pairs separated by ':')",
+            field=field,
+        )
+    value = value.lower()
+    if int(value[:2], 16) & 1:
+        raise InvalidSpec(f"{field} {value} is a multicast address; give a unicast MAC", field=field)
+    if value == "00:00:00:00:00:00":
+        raise InvalidSpec(f"{field} {value} is the all-zero address", field=field)
+    return value
+
+
+def mtu(value: int, field: str) -> int:
+    """0 means "default"; anything else must be 68..65535."""
+    if value != 0 and not MTU_MIN <= value <= MTU_MAX:
+        raise InvalidSpec(f"{field} {value} is out of range {MTU_MIN}..{MTU_MAX}", field=field)
+    return value
+
+
+def vlan(value: int, field: str) -> int:
+    if value != 0 and not VLAN_MIN <= value <= VLAN_MAX:
+        raise InvalidSpec(f"{field} {value} is out of range {VLAN_MIN}..{VLAN_MAX}", field=field)
+    return value
+
+
+def interface_address(value: str, field: str) -> IPInterface:
+    """An address with its prefix length, e.g. 198.18.0.10/24."""
+    if "/" not in value:
+        raise InvalidSpec(
+            f"{field} {_show(value)} has no prefix length",
+            field=field,
+            hint=f"write it as ADDRESS/PREFIX, e.g. {value}/24",
+        )
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise InvalidSpec(f"{field} {_show(value)} is not an IP address/prefix", field=field) from None
+    ip = iface.ip
+    if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
+        raise InvalidSpec(
+            f"{field} {value} is not a usable interface address "
+            "(unspecified, multicast or loopback)",
+            field=field,
+        )
+    net = iface.network
+    if ip.version == 4 and net.prefixlen < 31:
+        if ip == net.network_address:
+            raise InvalidSpec(f"{field} {value} is the network address of its subnet", field=field)
+        if ip == net.broadcast_address:
+            raise InvalidSpec(f"{field} {value} is the broadcast address of its subnet", field=field)
+    return iface
+
+
+def ip_address(value: str, field: str) -> IPAddress:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidSpec(f"{field} {_show(value)} is not an IP address", field=field) from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise InvalidSpec(f"{field} {value} is not a usable next hop", field=field)
+    return ip
+
+
+def destination(value: str, field: str, family: int = 0) -> IPNetwork:
+    """A route destination: CIDR with host bits clear, or "default"."""
+    if value == "default":
+        if family == 6:
+            return ipaddress.IPv6Network("::/0")
+        return ipaddress.IPv4Network("0.0.0.0/0")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise InvalidSpec(
+                f"{field} {_show(value)} is not a CIDR destination or 'default'", field=field
+            ) from None
+        raise InvalidSpec(
+            f"{field} {value} has host bits set",
+            field=field,
+            hint=f"did you mean {loose}?",
+        ) from None
+
+
+def route(dest: str, via: str, metric: int, field: str) -> RouteSpec:
+    gw = ip_address(via, f"{field}.via") if via else None
+    net = destination(dest, f"{field}.destination", gw.version if gw else 0)
+    if gw is not None and gw.version != net.version:
+        raise InvalidSpec(
+            f"{field}: next hop {gw} and destination {net} are of different IP families",
+            field=f"{field}.via",
+        )
+    if not 0 <= metric <= 0xFFFFFFFF:
+        raise InvalidSpec(f"{field}.metric {metric} is out of range", field=f"{field}.metric")
+    if net.version == 6 and metric == 1024:
+        metric = 0  # the kernel's default IPv6 metric: stored as "default"
+    return RouteSpec(destination=net, via=gw, metric=metric)
+
+
+def bridge_kind(value: str, field: str) -> BridgeKind:
+    try:
+        return BridgeKind(value or "linux")
+    except ValueError:
+        raise InvalidSpec(
+            f"{field} {_show(value)} is not a bridge kind; use linux or ovs", field=field
+        ) from None
+
+
+def bridge_spec(
+    name: str,
+    kind: str = "linux",
+    addresses: Sequence[str] = (),
+    mtu_value: int = 0,
+    vni: int = 0,
+    tunnel: str = "",
+) -> BridgeSpec:
+    name = ifname(name, "spec.name")
+    if len(addresses) > MAX_ADDRESSES:
+        raise InvalidSpec(f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses")
+    addrs = tuple(interface_address(a, f"spec.addresses[{i}]") for i, a in enumerate(addresses))
+    _no_duplicates(addrs, "spec.addresses")
+    if not 0 <= vni <= VNI_MAX:
+        raise InvalidSpec(f"spec.vni {vni} is out of range 1..{VNI_MAX}", field="spec.vni")
+    if tunnel not in ("", "vxlan", "geneve", "gre"):
+        raise InvalidSpec(f"spec.tunnel {_show(tunnel)} is not vxlan, geneve or gre", field="spec.tunnel")
+    if tunnel and not vni:
+        raise InvalidSpec("spec.tunnel needs spec.vni", field="spec.tunnel", hint="give --vni N")
+    return BridgeSpec(
+        name=name,
+        kind=bridge_kind(kind, "spec.kind"),
+        addresses=_sorted_addrs(addrs),
+        mtu=mtu(mtu_value, "spec.mtu"),
+        vni=vni,
+        tunnel=tunnel or ("vxlan" if vni else ""),
+    )
+
+
+def endpoint_spec(
+    *,
+    bridge: str,
+    guest_ref: GuestRef,
+    ifname_value: str = "",
+    host_ifname: str = "",
+    mac_value: str = "",
+    mtu_value: int = 0,
+    vlan_value: int = 0,
+    addresses: Sequence[str] = (),
+    gateways: Sequence[str] = (),
+    routes: Sequence[tuple[str, str, int]] = (),
+) -> EndpointSpec:
+    """Validate an attach request. ``guest_ref`` is already parsed (and, for
+    Docker, resolved to the container's full id)."""
+    bridge = ifname(bridge, "spec.bridge")
+    name = ifname(ifname_value or DEFAULT_IFNAME, "spec.ifname")
+    host = ifname(host_ifname, "spec.host_ifname") if host_ifname else None
+    if len(addresses) > MAX_ADDRESSES:
+        raise InvalidSpec(f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses")
+    addrs = tuple(interface_address(a, f"spec.addresses[{i}]") for i, a in enumerate(addresses))
+    _no_duplicates(addrs, "spec.addresses")
+    mtu_v = mtu(mtu_value, "spec.mtu")
+    if mtu_v and mtu_v < IPV6_MIN_MTU and any(a.version == 6 for a in addrs):
+        raise InvalidSpec(
+            f"spec.mtu {mtu_v} is below {IPV6_MIN_MTU}, the minimum for IPv6 addresses",
+            field="spec.mtu",
+        )
+    gws = _gateways(gateways, addrs)
+    if len(routes) > MAX_ROUTES:
+        raise InvalidSpec(f"spec.routes has more than {MAX_ROUTES} entries", field="spec.routes")
+    rts = tuple(route(d, v, m, f"spec.routes[{i}]") for i, (d, v, m) in enumerate(routes))
+    seen: set[tuple[IPNetwork, int]] = set()
+    for i, r in enumerate(rts):
+        if (r.destination, r.metric) in seen:
+            raise InvalidSpec(
+                f"spec.routes[{i}] repeats destination {r.destination}", field=f"spec.routes[{i}]"
+            )
+        seen.add((r.destination, r.metric))
+        if r.destination.prefixlen == 0 and any(g.version == r.family for g in gws):
+            raise InvalidSpec(
+                f"spec.routes[{i}] is a default route and a gateway of that family is given",
+                field=f"spec.routes[{i}]",
+            )
+    return EndpointSpec(
+        bridge=bridge,
+        guest=guest_ref,
+        ifname=name,
+        host_ifname=host,
+        mac=mac(mac_value, "spec.mac") if mac_value else None,
+        mtu=mtu_v,
+        vlan=vlan(vlan_value, "spec.vlan"),
+        addresses=_sorted_addrs(addrs),
+        gateways=tuple(sorted(gws, key=lambda g: (g.version, int(g)))),
+        routes=tuple(sorted(rts, key=_route_key)),
+    )
+
+
+def _gateways(values: Sequence[str], addrs: Sequence[IPInterface]) -> tuple[IPAddress, ...]:
+    out: list[IPAddress] = []
+    for i, value in enumerate(values):
+        field = f"spec.gateways[{i}]"
+        gw = ip_address(value, field)
+        if any(g.version == gw.version for g in out):
+            raise InvalidSpec(f"{field}: more than one IPv{gw.version} gateway", field=field)
+        if not any(a.version == gw.version for a in addrs):
+            raise InvalidSpec(
+                f"{field} {gw} has no IPv{gw.version} address on the interface to go with it",
+                field=field,
+                hint="add an address of that family, e.g. ADDRESS/PREFIX@GATEWAY",
+            )
+        if any(a.ip == gw for a in addrs):
+            raise InvalidSpec(f"{field} {gw} is one of the interface's own addresses", field=field)
+        out.append(gw)
+    return tuple(out)
+
+
+def _no_duplicates(addrs: Sequence[IPInterface], field: str) -> None:
+    seen: set[IPAddress] = set()
+    for i, a in enumerate(addrs):
+        if a.ip in seen:
+            raise InvalidSpec(f"{field}[{i}] repeats address {a.ip}", field=f"{field}[{i}]")
+        seen.add(a.ip)
+
+
+def _sorted_addrs(addrs: Sequence[IPInterface]) -> tuple[IPInterface, ...]:
+    return tuple(sorted(addrs, key=lambda a: (a.version, int(a.ip), a.network.prefixlen)))
+
+
+def _route_key(r: RouteSpec) -> tuple[int, int, int, int]:
+    return (r.family, int(r.destination.network_address), r.destination.prefixlen, r.metric)

@@ -1,0 +1,138 @@
+"""netplumbd: the netplumb agent daemon.
+
+Start-up order: load config, open the store, probe the kernel, reconcile the
+host to the store (recreating what vanished while the daemon was down,
+collecting tagged orphans), then serve. SIGTERM and SIGINT stop serving and
+exit; the data plane is left exactly as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from . import __version__
+from . import config as config_mod
+from .errors import NetplumbError
+
+log = logging.getLogger("netplumb.daemon")
+
+EPILOG = """\
+configuration: settings come from the defaults, then the TOML file given with
+--config (keys: socket, socket_group, state_dir, ovsdb, docker_url,
+log_level), then these flags; flags win.
+
+examples:
+  netplumbd                                  # defaults, as the systemd unit runs it
+  netplumbd --socket /tmp/np.sock --state-dir /tmp/np-state --log-level debug
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netplumbd",
+        description="netplumb agent: serves the netplumb gRPC API and keeps this host's "
+        "bridges and container interfaces as recorded.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument(
+        "--socket", metavar="PATH", help=f"unix socket to serve on (default {config_mod.DEFAULT_SOCKET})"
+    )
+    p.add_argument(
+        "--socket-group", metavar="GROUP", help="group allowed to use the socket (default netplumb)"
+    )
+    p.add_argument(
+        "--state-dir", metavar="DIR", help=f"where state is kept (default {config_mod.DEFAULT_STATE_DIR})"
+    )
+    p.add_argument("--ovsdb", metavar="URL", help=f"OVSDB endpoint (default {config_mod.DEFAULT_OVSDB})")
+    p.add_argument(
+        "--docker-url", metavar="URL", help=f"Docker API (default {config_mod.DEFAULT_DOCKER_URL})"
+    )
+    p.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="default info")
+    p.add_argument("--version", action="version", version=f"netplumbd {__version__}")
+    return p
+
+
+def setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    # Libraries (pyroute2, asyncio, grpc) log at WARNING and above only; their
+    # debug output is per-message noise.
+    handler.addFilter(lambda r: r.name.startswith("netplumb") or r.levelno >= logging.WARNING)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config_mod.from_args(args)
+    except config_mod.ConfigError as e:
+        print(f"netplumbd: {e}", file=sys.stderr)
+        return 2
+    setup_logging(config_mod.log_level(cfg))
+    if os.geteuid() != 0:
+        log.warning("not running as root: netlink changes will fail (EPERM)")
+
+    # Imported late so that --help and config errors stay fast.
+    from .api.server import Server
+    from .drivers.netlink import NetlinkDriver
+    from .engine import Engine
+    from .store import FileStore
+
+    try:
+        store = FileStore(cfg.state_dir)
+    except NetplumbError as e:
+        log.error("%s%s", e.message, f" ({e.hint})" if e.hint else "")
+        return 1
+    driver = NetlinkDriver(fault_inject=os.environ.get("NETPLUMB_FAULT_INJECT", ""))
+    engine = Engine(store, driver)
+    driver.features()
+
+    repaired, failed, collected = engine.reconcile()
+    log.info(
+        "reconciled at start: %d repaired, %d failed, %d orphans collected",
+        len(repaired),
+        len(failed),
+        len(collected),
+    )
+    for d in failed:
+        log.warning("could not repair %s %s: %s", d.object, d.name, d.detail)
+
+    server = Server(engine, cfg.socket, cfg.state_dir, group=cfg.socket_group)
+    try:
+        server.start()
+    except (NetplumbError, OSError) as e:
+        log.error("cannot serve: %s", e)
+        return 1
+    server.set_serving()
+    log.info("netplumbd %s ready (state in %s)", __version__, store.path)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping (the data plane stays as it is)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    driver.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

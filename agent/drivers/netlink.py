@@ -1,0 +1,545 @@
+"""The netlink driver: observes links, addresses and routes, and executes
+ops, through pyroute2. It makes no decisions; it translates netlink errors
+into netplumb errors and nothing else escapes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..core import naming
+from ..core.model import (
+    HostFeatures,
+    IPInterface,
+    ObservedBridge,
+    ObservedEndpoint,
+    ObservedLink,
+    ObservedRoute,
+)
+from ..core.ops import (
+    AddAddress,
+    AddRoute,
+    Announce,
+    CreateBridge,
+    CreateVeth,
+    DelAddress,
+    DeleteLink,
+    DelRoute,
+    Op,
+    SetBridgeVlanFiltering,
+    SetMac,
+    SetMaster,
+    SetMtu,
+    SetPortVlan,
+    SetUp,
+    Where,
+)
+from ..errors import (
+    Conflict,
+    InternalError,
+    InvalidSpec,
+    KernelFeatureMissing,
+    NetplumbError,
+    NotFound,
+)
+from .netns import NETLINK_ROUTE, NetnsHandle, socket_in, throwaway_socket
+
+log = logging.getLogger("netplumb.netlink")
+
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+RT_SCOPE_LINK = 253
+RT_TABLE_MAIN = 254
+IPV6_DEFAULT_METRIC = 1024
+ETH_P_ARP = 0x0806
+
+
+def _open(handle: NetnsHandle | None) -> IPRoute:
+    sock = socket_in(handle, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    return IPRoute(fileno=sock.detach())
+
+
+class Session:
+    """Netlink connections for one call: the host namespace and, optionally,
+    one pinned guest namespace. Use as a context manager."""
+
+    def __init__(self, guest: NetnsHandle | None = None) -> None:
+        self.guest_ns = guest
+        self.host = _open(None)
+        self._guest: IPRoute | None = None
+
+    @property
+    def guest(self) -> IPRoute:
+        if self._guest is None:
+            if self.guest_ns is None:
+                raise InternalError("operation needs a guest namespace and none is open")
+            self._guest = _open(self.guest_ns)
+        return self._guest
+
+    def at(self, where: Where) -> IPRoute:
+        return self.host if where is Where.HOST else self.guest
+
+    def close(self) -> None:
+        for ipr in (self.host, self._guest):
+            if ipr is not None:
+                ipr.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------- observation
+
+
+def _link_by_name(ipr: IPRoute, name: str) -> Any | None:
+    try:
+        links = ipr.link("get", ifname=name)
+    except NetlinkError as e:
+        if e.code in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise
+    return links[0] if links else None
+
+
+def _kind(msg: Any) -> str:
+    return msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""
+
+
+def _addresses(ipr: IPRoute, index: int) -> tuple[IPInterface, ...]:
+    out: list[IPInterface] = []
+    for a in ipr.addr("dump", index=index):
+        if a.get("index") != index:
+            continue
+        ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+        out.append(ipaddress.ip_interface(f"{ip}/{a['prefixlen']}"))
+    return tuple(out)
+
+
+def _routes(ipr: IPRoute, index: int) -> tuple[ObservedRoute, ...]:
+    out: list[ObservedRoute] = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for r in ipr.route("dump", family=family):
+            if r.get("proto") != naming.RTPROT_NETPLUMB or r.get_attr("RTA_OIF") != index:
+                continue
+            table = r.get_attr("RTA_TABLE") or r.get("table")
+            if table != RT_TABLE_MAIN:
+                continue
+            zero = "0.0.0.0" if family == socket.AF_INET else "::"
+            dst = r.get_attr("RTA_DST") or zero
+            via = r.get_attr("RTA_GATEWAY")
+            metric = r.get_attr("RTA_PRIORITY") or 0
+            if family == socket.AF_INET6 and metric == IPV6_DEFAULT_METRIC:
+                metric = 0
+            out.append(
+                ObservedRoute(
+                    destination=ipaddress.ip_network(f"{dst}/{r['dst_len']}"),
+                    via=ipaddress.ip_address(via) if via else None,
+                    metric=metric,
+                )
+            )
+    return tuple(out)
+
+
+def _observe_link(ipr: IPRoute, name: str, detail: bool, master_names: IPRoute | None) -> ObservedLink | None:
+    msg = _link_by_name(ipr, name)
+    if msg is None:
+        return None
+    index = msg["index"]
+    master = ""
+    master_index = msg.get_attr("IFLA_MASTER")
+    if master_index and master_names is not None:
+        mlinks = master_names.link("get", index=master_index)
+        master = mlinks[0].get_attr("IFLA_IFNAME") if mlinks else ""
+    return ObservedLink(
+        name=name,
+        index=index,
+        kind=_kind(msg),
+        alias=msg.get_attr("IFLA_IFALIAS") or "",
+        mac=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+        mtu=msg.get_attr("IFLA_MTU") or 0,
+        up=bool(msg["flags"] & IFF_UP),
+        master=master,
+        peer_index=msg.get_attr("IFLA_LINK") or 0,
+        addresses=_addresses(ipr, index) if detail else (),
+        routes=_routes(ipr, index) if detail else (),
+    )
+
+
+class NetlinkDriver:
+    """Linux bridges, veth pairs, addresses and routes via netlink.
+
+    Every method opens its own netlink sockets, so calls from different
+    threads never share one. Callers serialise calls that touch the same
+    endpoint or bridge.
+    """
+
+    def __init__(self, fault_inject: str = "") -> None:
+        # Test hook: the name of an op type at which apply() fails, to prove
+        # rollback. Set from NETPLUMB_FAULT_INJECT by the daemon.
+        self._fault_inject = fault_inject
+        self._announcer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="announce")
+        self._features: HostFeatures | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._announcer.shutdown(wait=False, cancel_futures=True)
+
+    # -- features
+
+    def features(self) -> HostFeatures:
+        with self._lock:
+            if self._features is None:
+                self._features = probe_features()
+            return self._features
+
+    # -- observe
+
+    def observe_bridge(self, name: str) -> ObservedBridge:
+        with Session() as s:
+            msg = _link_by_name(s.host, name)
+            if msg is None:
+                return ObservedBridge(name=name, exists=False)
+            is_bridge = _kind(msg) == "bridge"
+            data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            filtering = bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
+            return ObservedBridge(
+                name=name,
+                exists=True,
+                is_bridge=is_bridge,
+                alias=msg.get_attr("IFLA_IFALIAS") or "",
+                mtu=msg.get_attr("IFLA_MTU") or 0,
+                up=bool(msg["flags"] & IFF_UP),
+                addresses=_addresses(s.host, msg["index"]),
+                vlan_filtering=filtering,
+            )
+
+    def observe_endpoint(
+        self, host_ifname: str, ifname: str, guest: NetnsHandle | None
+    ) -> ObservedEndpoint:
+        """The host end by name, and the guest's ``ifname`` (None when the
+        guest namespace is not open, i.e. gone)."""
+        try:
+            with Session(guest) as s:
+                host = _observe_link(s.host, host_ifname, False, s.host)
+                g = _observe_link(s.guest, ifname, True, None) if guest is not None else None
+                return ObservedEndpoint(host=host, guest=g)
+        except NetlinkError as e:
+            raise InternalError(f"netlink error while observing {host_ifname}: {e}") from e
+
+    def tagged_host_links(self) -> list[tuple[str, str, str]]:
+        """(name, kind, alias) of every host-namespace link whose alias carries
+        netplumb's tag: the candidates for garbage collection."""
+        out = []
+        with Session() as s:
+            for msg in s.host.get_links():
+                alias = msg.get_attr("IFLA_IFALIAS") or ""
+                if naming.is_ours(alias):
+                    out.append((msg.get_attr("IFLA_IFNAME"), _kind(msg), alias))
+        return out
+
+    # -- apply
+
+    def apply(self, ops: Sequence[Op], guest: NetnsHandle | None) -> list[Op]:
+        """Execute ``ops`` in order. Returns the ops that completed; on a
+        failure raises a NetplumbError whose ``completed`` attribute lists
+        the ops that completed before it (for the caller's rollback)."""
+        done: list[Op] = []
+        with Session(guest) as s:
+            for op in ops:
+                try:
+                    if self._fault_inject and type(op).__name__ == self._fault_inject:
+                        raise InternalError(f"fault injected before '{op}' (NETPLUMB_FAULT_INJECT)")
+                    self._apply_one(s, op)
+                except NetplumbError as e:
+                    e.completed = done  # type: ignore[attr-defined]
+                    raise
+                except NetlinkError as e:
+                    err = translate(op, e)
+                    err.completed = done  # type: ignore[attr-defined]
+                    raise err from e
+                except OSError as e:
+                    err2: NetplumbError = InternalError(f"{op}: {e}")
+                    err2.completed = done  # type: ignore[attr-defined]
+                    raise err2 from e
+                done.append(op)
+        return done
+
+    def apply_quietly(self, ops: Iterable[Op], guest: NetnsHandle | None) -> list[tuple[Op, str]]:
+        """Best-effort execution (for rollbacks): every op is tried; failures
+        are returned, not raised."""
+        failures: list[tuple[Op, str]] = []
+        try:
+            with Session(guest) as s:
+                for op in ops:
+                    try:
+                        self._apply_one(s, op)
+                    except (NetlinkError, OSError, NetplumbError) as e:
+                        if not _is_absent(e):
+                            failures.append((op, str(e)))
+        except OSError as e:
+            failures.append((DeleteLink(Where.HOST, "?"), f"cannot open netlink: {e}"))
+        return failures
+
+    def _apply_one(self, s: Session, op: Op) -> None:
+        if isinstance(op, CreateBridge):
+            kw: dict[str, Any] = {"ifname": op.name, "kind": "bridge"}
+            if op.mtu:
+                kw["mtu"] = op.mtu
+            s.host.link("add", **kw)
+            s.host.link("set", ifname=op.name, ifalias=op.alias)
+        elif isinstance(op, CreateVeth):
+            assert s.guest_ns is not None
+            s.host.link(
+                "add",
+                ifname=op.host_ifname,
+                kind="veth",
+                mtu=op.mtu,
+                peer={
+                    "ifname": op.guest_ifname,
+                    "net_ns_fd": s.guest_ns.fd,
+                    "address": op.mac,
+                    "mtu": op.mtu,
+                },
+            )
+            s.host.link("set", ifname=op.host_ifname, ifalias=op.alias)
+            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+        elif isinstance(op, DeleteLink):
+            try:
+                s.at(op.where).link("del", ifname=op.name)
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise
+        elif isinstance(op, SetMaster):
+            idx = s.host.link_lookup(ifname=op.bridge)
+            if not idx:
+                raise NotFound(f"bridge {op.bridge} does not exist", field="spec.bridge")
+            s.host.link("set", ifname=op.name, master=idx[0])
+        elif isinstance(op, SetBridgeVlanFiltering):
+            s.host.link("set", ifname=op.name, kind="bridge", br_vlan_filtering=1)
+        elif isinstance(op, SetPortVlan):
+            index = s.host.link_lookup(ifname=op.name)[0]
+            s.host.vlan_filter("del", index=index, vlan_info={"vid": 1})
+            s.host.vlan_filter(
+                "add", index=index, vlan_info={"vid": op.vlan, "flags": ["pvid", "untagged"]}
+            )
+        elif isinstance(op, SetMtu):
+            s.at(op.where).link("set", ifname=op.name, mtu=op.mtu)
+        elif isinstance(op, SetMac):
+            s.at(op.where).link("set", ifname=op.name, address=op.mac)
+        elif isinstance(op, SetUp):
+            s.at(op.where).link("set", ifname=op.name, state="up")
+        elif isinstance(op, AddAddress | DelAddress):
+            ipr = s.at(op.where)
+            index = _index(ipr, op.name)
+            a = op.address
+            kw = {"index": index, "address": str(a.ip), "prefixlen": a.network.prefixlen}
+            if a.version == 4 and a.network.prefixlen < 31:
+                kw["broadcast"] = str(a.network.broadcast_address)
+            if isinstance(op, AddAddress):
+                # No duplicate address detection: the address is usable at once.
+                kw["flags"] = IFA_F_NODAD
+                try:
+                    ipr.addr("add", **kw)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise
+            else:
+                try:
+                    ipr.addr("del", **kw)
+                except NetlinkError as e:
+                    if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                        raise
+        elif isinstance(op, AddRoute | DelRoute):
+            index = _index(s.guest, op.name)
+            r = op.route
+            kw = {
+                "dst": str(r.destination.network_address),
+                "dst_len": r.destination.prefixlen,
+                "oif": index,
+                "proto": naming.RTPROT_NETPLUMB,
+                "table": RT_TABLE_MAIN,
+                "family": socket.AF_INET if r.family == 4 else socket.AF_INET6,
+            }
+            if r.via is not None:
+                kw["gateway"] = str(r.via)
+            if r.metric:
+                kw["priority"] = r.metric
+            if isinstance(op, AddRoute):
+                if r.via is None:
+                    kw["scope"] = RT_SCOPE_LINK
+                s.guest.route("replace", **kw)
+            else:
+                try:
+                    s.guest.route("del", **kw)
+                except NetlinkError as e:
+                    if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                        raise
+        elif isinstance(op, Announce):
+            self._announce(s, op)
+        else:  # pragma: no cover - exhaustive
+            raise InternalError(f"netlink driver cannot apply {op!r}")
+
+    def _announce(self, s: Session, op: Announce) -> None:
+        """Open the sockets now, inside the guest namespace; send from a
+        background thread so the call never waits for it."""
+        index = _index(s.guest, op.name)
+        socks: list[tuple[socket.socket, bytes, Any]] = []
+        mac = bytes.fromhex(op.mac.replace(":", ""))
+        for a in op.addresses:
+            try:
+                if a.version == 4:
+                    sk = socket_in(s.guest_ns, socket.AF_PACKET, socket.SOCK_RAW, 0)
+                    socks.append((sk, _garp(mac, a.ip.packed), (op.name, ETH_P_ARP)))
+                else:
+                    sk = socket_in(s.guest_ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+                    sk.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                    sk.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                    sk.bind((str(a.ip), 0, 0, index))
+                    socks.append((sk, _unsolicited_na(mac, a.ip.packed), ("ff02::1", 0, 0, index)))
+            except OSError as e:
+                log.warning("cannot announce %s on %s: %s", a.ip, op.name, e)
+        if socks:
+            self._announcer.submit(_send_announcements, socks)
+
+
+def _send_announcements(socks: list[tuple[socket.socket, bytes, Any]]) -> None:
+    import time
+
+    try:
+        for attempt in range(3):
+            for sk, frame, dest in socks:
+                try:
+                    sk.sendto(frame, dest)
+                except OSError as e:
+                    log.debug("announcement failed: %s", e)
+            if attempt < 2:
+                time.sleep(0.05)
+    finally:
+        for sk, _, _ in socks:
+            sk.close()
+
+
+def _garp(mac: bytes, ip: bytes) -> bytes:
+    """A gratuitous ARP request (sender = target = our address), broadcast."""
+    eth = b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ip + b"\x00" * 6 + ip
+    return eth + arp
+
+
+def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
+    """ICMPv6 neighbour advertisement with the override flag and the target
+    link-layer address option; the kernel fills in the checksum."""
+    return struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
+
+
+def _index(ipr: IPRoute, name: str) -> int:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        raise NotFound(f"interface {name} does not exist")
+    return int(found[0])
+
+
+def _is_absent(e: BaseException) -> bool:
+    if isinstance(e, NetlinkError):
+        return e.code in (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
+    return isinstance(e, NotFound)
+
+
+def translate(op: Op, e: NetlinkError) -> NetplumbError:
+    """Netlink errno -> netplumb error, with the op for context."""
+    code = e.code
+    text = f"{op}: {errno.errorcode.get(code, code)} ({e.args[1] if len(e.args) > 1 else e})"
+    if code == errno.EEXIST:
+        if isinstance(op, AddRoute):
+            return Conflict(f"{op}: a route to {op.route.destination} already exists in the guest")
+        return Conflict(f"{op}: an object of that name already exists", hint="choose another name")
+    if code == errno.ENETUNREACH and isinstance(op, AddRoute):
+        return InvalidSpec(
+            f"{op}: next hop {op.route.via} is not reachable through {op.name}",
+            field="spec.routes",
+            hint="give the interface an address in the next hop's subnet",
+        )
+    if code == errno.EOPNOTSUPP:
+        if isinstance(op, SetPortVlan | SetBridgeVlanFiltering):
+            return KernelFeatureMissing("bridge-vlan-filtering", f"{op}: the kernel lacks bridge VLAN filtering")
+        return KernelFeatureMissing("unknown", f"{op}: not supported by this kernel")
+    if code in (errno.EINVAL, errno.ERANGE) and isinstance(op, SetMtu | CreateVeth | CreateBridge):
+        return InvalidSpec(f"{op}: the kernel refused the MTU", field="spec.mtu")
+    if code == errno.EADDRNOTAVAIL:
+        return InvalidSpec(f"{text}", hint="check the addresses and gateways")
+    if code in (errno.ENODEV, errno.ENOENT):
+        return NotFound(text)
+    return InternalError(text)
+
+
+# ----------------------------------------------------------------- probing
+
+
+def probe_features() -> HostFeatures:
+    """Probe kernel features in a throwaway namespace: nothing on the host
+    is created or changed."""
+    try:
+        sock = throwaway_socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    except OSError as e:
+        log.warning("cannot probe kernel features: %s", e)
+        return HostFeatures()
+    ipr = IPRoute(fileno=sock.detach())
+    results: dict[str, bool] = {}
+    try:
+
+        def attempt(name: str, **kw: Any) -> bool:
+            try:
+                ipr.link("add", ifname=name, **kw)
+                return True
+            except NetlinkError:
+                return False
+
+        results["bridge"] = attempt("probebr", kind="bridge")
+        results["veth"] = attempt("probev0", kind="veth", peer={"ifname": "probev1"})
+        results["vxlan"] = attempt("probevx", kind="vxlan", vxlan_id=1, vxlan_port=4789)
+        results["geneve"] = attempt("probegn", kind="geneve", geneve_id=1, geneve_remote="198.18.0.1")
+        results["gretap"] = attempt("probegt", kind="gretap", gre_remote="198.18.0.1")
+        results["dummy"] = attempt("probedu", kind="dummy")
+        results["macvlan"] = results["veth"] and attempt(
+            "probemv", kind="macvlan", link=ipr.link_lookup(ifname="probev0")[0], macvlan_mode="bridge"
+        )
+        filtering = False
+        if results["bridge"]:
+            try:
+                ipr.link("set", ifname="probebr", kind="bridge", br_vlan_filtering=1)
+                msg = ipr.link("get", ifname="probebr")[0]
+                data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+                filtering = bool(data and data.get_attr("IFLA_BR_VLAN_FILTERING"))
+            except NetlinkError:
+                filtering = False
+        results["bridge-vlan-filtering"] = filtering
+        vlan = False
+        if results["veth"]:
+            vlan = attempt(
+                "probev0.1", kind="vlan", link=ipr.link_lookup(ifname="probev0")[0], vlan_id=1
+            )
+        results["8021q"] = vlan
+    finally:
+        ipr.close()  # closing the only socket destroys the namespace
+    log.info("kernel features: %s", " ".join(f"{k}={'yes' if v else 'no'}" for k, v in results.items()))
+    return HostFeatures(
+        bridge_vlan_filtering=results["bridge-vlan-filtering"],
+        vxlan=results["vxlan"],
+        vlan_8021q=results["8021q"],
+        dummy=results["dummy"],
+        extras=results,
+    )

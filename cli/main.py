@@ -1,0 +1,273 @@
+"""netplumb: the command-line client of netplumbd.
+
+``main(argv, env)`` returns the exit status and never raises, so tests call it
+in-process. It only speaks gRPC to the daemon; it imports no agent code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+from .status import Exit
+
+DESCRIPTION = """\
+netplumb wires network namespaces and containers into bridges through the
+netplumbd daemon: it creates bridges, attaches guests with a veth pair
+(addresses, gateway, routes, MAC, MTU, VLAN), and keeps them that way across
+restarts. Every command is idempotent: repeating it changes nothing.
+"""
+
+EPILOG = """\
+guests:
+  netns:NAME | NAME        a named network namespace (/run/netns/NAME)
+  pid:PID                  the network namespace of a process
+  /proc/PID/ns/net, /run/netns/NAME, or another namespace file path
+
+examples:
+  netplumb bridge add bri0 --address 198.18.0.1/24
+  netplumb attach bri0 netns:blue 198.18.0.10/24@198.18.0.1 2001:db8::10/64
+  netplumb attach bri0 pid:4242 198.18.0.11/24 --ifname eth2 --mtu 1400
+  netplumb route add netns:blue 198.19.0.0/16 --via 198.18.0.254
+  netplumb --json ls
+  netplumb detach netns:blue
+
+exit status:
+  0 success, 1 internal error, 2 usage, 3 not found,
+  4 invalid input or conflict, 5 daemon or a dependency unavailable,
+  6 drift found (check)
+
+The socket is --socket, else $NETPLUMB_SOCKET, else /run/netplumb/netplumbd.sock.
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would sys.exit(2)
+        raise UsageError(f"{self.prog}: {message}\n(try '{self.prog} --help')")
+
+
+def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="daemon socket")
+    p.add_argument("--json", action="store_true", default=json_default, help="print one JSON document")
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", default=argparse.SUPPRESS, help="call timeout (default 30)"
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = _Parser(
+        prog="netplumb",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(json_default=False)],
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def cmd(parent: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
+        return parent.add_parser(  # type: ignore[no-any-return]
+            name, help=help_, description=help_, parents=[common], **kw
+        )
+
+    bridge = cmd(sub, "bridge", "create, delete and list bridges")
+    bsub = bridge.add_subparsers(dest="bridge_command", metavar="ACTION", parser_class=_Parser)
+    bsub.required = True
+    badd = cmd(
+        bsub,
+        "add",
+        "create a bridge, or adopt an existing Linux bridge of that name (never deleted by netplumb)",
+        epilog="example: netplumb bridge add bri0 --address 198.18.0.1/24 --address 2001:db8::1/64",
+    )
+    badd.add_argument("name", metavar="NAME", help="bridge name (at most 15 bytes)")
+    badd.add_argument("--kind", choices=["linux", "ovs"], default="linux", help="default linux")
+    badd.add_argument(
+        "--address", action="append", default=[], metavar="CIDR", help="address on the bridge (repeatable)"
+    )
+    badd.add_argument("--mtu", type=int, default=0, metavar="N", help="bridge MTU (68..65535)")
+    badd.add_argument("--vni", type=int, default=0, metavar="N", help="overlay VNI (joins peers' bridges)")
+    badd.add_argument("--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="overlay encapsulation")
+    bdel = cmd(bsub, "del", "delete a bridge netplumb created, or forget an adopted one")
+    bdel.add_argument("name", metavar="NAME")
+    cmd(bsub, "ls", "list bridges")
+
+    att = cmd(
+        sub,
+        "attach",
+        "attach a guest to a bridge with a veth pair",
+        epilog="example: netplumb attach bri0 netns:blue 198.18.0.10/24@198.18.0.1 --route 198.19.0.0/16@198.18.0.254",
+    )
+    att.add_argument("bridge", metavar="BRIDGE")
+    att.add_argument("guest", metavar="GUEST", help="netns:NAME, NAME, pid:PID or a namespace path")
+    att.add_argument(
+        "addresses",
+        nargs="*",
+        metavar="ADDRESS[@GATEWAY]",
+        help="CIDR, optionally with the default gateway of its family after '@'",
+    )
+    att.add_argument("--ifname", default="", metavar="IF", help="interface name in the guest (default eth1)")
+    att.add_argument("--host-ifname", default="", metavar="IF", help="host-side veth name (default np + hash)")
+    att.add_argument("--mac", default="", metavar="MAC", help="guest MAC (default stable, derived)")
+    att.add_argument("--mtu", type=int, default=0, metavar="N", help="MTU (default the bridge's)")
+    att.add_argument("--vlan", type=int, default=0, metavar="ID", help="access VLAN of the port (1..4094)")
+    att.add_argument(
+        "--route", action="append", default=[], metavar="DEST[@VIA]", help="extra route in the guest (repeatable)"
+    )
+
+    det = cmd(sub, "detach", "remove a guest's endpoints (all of them without --ifname)")
+    det.add_argument("guest", metavar="GUEST")
+    det.add_argument("--ifname", default="", metavar="IF")
+
+    cmd(sub, "ls", "list endpoints")
+
+    route = cmd(sub, "route", "add or remove routes inside an attached guest")
+    rsub = route.add_subparsers(dest="route_command", metavar="ACTION", parser_class=_Parser)
+    rsub.required = True
+    radd = cmd(rsub, "add", "add a route (recorded, restored after restarts)")
+    radd.add_argument("guest", metavar="GUEST")
+    radd.add_argument("destination", metavar="DEST", help="CIDR or 'default'")
+    radd.add_argument("--via", default="", metavar="GW", help="next hop (default on-link)")
+    radd.add_argument("--metric", type=int, default=0, metavar="N")
+    radd.add_argument("--ifname", default="", metavar="IF", help="needed when the guest has several endpoints")
+    rdel = cmd(rsub, "del", "remove a route")
+    rdel.add_argument("guest", metavar="GUEST")
+    rdel.add_argument("destination", metavar="DEST")
+    rdel.add_argument("--ifname", default="", metavar="IF")
+
+    cmd(sub, "status", "show the daemon's status")
+    cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
+    cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
+    return p
+
+
+def _split(value: str, what: str) -> tuple[str, str]:
+    head, sep, tail = value.rpartition("@")
+    if not sep:
+        return value, ""
+    if not head or not tail:
+        raise UsageError(f"netplumb: {what} {value!r}: expected X@Y")
+    return head, tail
+
+
+# --------------------------------------------------------------- commands
+
+
+def _attach(c: Any, a: argparse.Namespace) -> Any:
+    addresses: list[str] = []
+    gateways: list[str] = []
+    for item in a.addresses:
+        addr, gw = _split(item, "address")
+        if addr == "0/0":  # pipework's "no address"
+            continue
+        addresses.append(addr)
+        if gw and gw not in gateways:
+            gateways.append(gw)
+    routes = [_split(r, "route") for r in a.route]
+    return c.attach(
+        a.bridge,
+        a.guest,
+        addresses=addresses,
+        gateways=gateways,
+        ifname=a.ifname,
+        host_ifname=a.host_ifname,
+        mac=a.mac,
+        mtu=a.mtu,
+        vlan=a.vlan,
+        routes=routes,
+    )
+
+
+def _dispatch(c: Any, a: argparse.Namespace) -> tuple[Any, str]:
+    """Returns (reply, kind) where kind names the renderer."""
+    if a.command == "bridge":
+        if a.bridge_command == "add":
+            b = c.create_bridge(a.name, a.kind, a.address, a.mtu, a.vni, a.tunnel)
+            return b, "bridge"
+        if a.bridge_command == "del":
+            return c.delete_bridge(a.name), "bridge-del"
+        return c.list_bridges(), "bridges"
+    if a.command == "attach":
+        return _attach(c, a), "endpoint"
+    if a.command == "detach":
+        return c.detach(a.guest, a.ifname), "detached"
+    if a.command == "ls":
+        return c.list_endpoints(), "endpoints"
+    if a.command == "route":
+        if a.route_command == "add":
+            return c.add_route(a.guest, a.destination, a.via, a.ifname, a.metric), "endpoint"
+        return c.delete_route(a.guest, a.destination, a.ifname), "endpoint"
+    if a.command == "status":
+        return c.status(), "status"
+    if a.command == "check":
+        return c.check(), "check"
+    if a.command == "reconcile":
+        return c.reconcile(), "reconcile"
+    raise UsageError(f"netplumb: unknown command {a.command!r}")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+    client_factory: Callable[..., Any] | None = None,
+) -> int:
+    import os
+
+    env = os.environ if env is None else env
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(str(e), file=err)
+        return Exit.USAGE
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0)
+    json_mode = bool(getattr(args, "json", False))
+    try:
+        from . import render
+        from .client import Client, NetplumbError, socket_path
+
+        factory = client_factory or Client
+        client = factory(
+            socket_path(getattr(args, "socket", None), env), timeout=getattr(args, "timeout", 30.0)
+        )
+        try:
+            reply, kind = _dispatch(client, args)
+        finally:
+            client.close()
+    except UsageError as e:
+        print(str(e), file=err)
+        return Exit.USAGE
+    except NetplumbError as e:
+        from .status import exit_for
+
+        status = exit_for(e.code)
+        render.error(e, json_mode, out, err)
+        return status
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - no tracebacks for users
+        print(f"netplumb: internal error: {type(e).__name__}: {e}", file=err)
+        return Exit.INTERNAL
+    render.reply(kind, reply, json_mode, out)
+    if kind == "check" and reply:
+        return Exit.DRIFT
+    return Exit.OK
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

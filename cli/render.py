@@ -1,0 +1,164 @@
+"""Output: human tables, or one JSON document with --json."""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from google.protobuf.json_format import MessageToDict
+
+from netplumb.v1 import agent_pb2 as pb
+
+_STATES = {
+    pb.ENDPOINT_STATE_READY: "ready",
+    pb.ENDPOINT_STATE_GUEST_MISSING: "guest-missing",
+    pb.ENDPOINT_STATE_DEGRADED: "degraded",
+}
+_KINDS = {pb.BRIDGE_KIND_LINUX: "linux", pb.BRIDGE_KIND_OVS: "ovs", pb.BRIDGE_KIND_UNSPECIFIED: "linux"}
+
+
+def to_dict(msg: Any) -> dict[str, Any]:
+    return MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def endpoint_dict(ep: pb.Endpoint) -> dict[str, Any]:
+    """The JSON shape of an endpoint: the resolved values at the top level,
+    the request as given under "spec"."""
+    d = to_dict(ep)
+    d["state"] = _STATES.get(ep.state, "unknown")
+    return d
+
+
+def _json(kind: str, reply: Any) -> Any:
+    if kind == "endpoint":
+        return endpoint_dict(reply)
+    if kind == "endpoints":
+        return {"endpoints": [endpoint_dict(e) for e in reply]}
+    if kind == "detached":
+        return {"detached": [endpoint_dict(e) for e in reply]}
+    if kind == "bridges":
+        return {"bridges": [to_dict(b) for b in reply]}
+    if kind == "check":
+        return {"drift": [to_dict(d) for d in reply]}
+    return to_dict(reply)
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=False)).rstrip())
+    return "\n".join(lines)
+
+
+def _endpoint_line(ep: pb.Endpoint) -> str:
+    addrs = " ".join(ep.addresses) or "no address"
+    gws = [f"{r.via}" for r in ep.routes if r.destination == "default"]
+    gw = f" via {', '.join(gws)}" if gws else ""
+    return (
+        f"{ep.guest} {ep.ifname}: {addrs}{gw} on bridge {ep.bridge} "
+        f"(host {ep.host_ifname}, mac {ep.mac}, mtu {ep.mtu})"
+    )
+
+
+def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
+    if json_mode:
+        json.dump(_json(kind, data), out, indent=2, sort_keys=True)
+        out.write("\n")
+        return
+    if kind == "endpoint":
+        print(f"attached {_endpoint_line(data)}", file=out)
+    elif kind == "detached":
+        if not data:
+            print("nothing was attached", file=out)
+        for ep in data:
+            print(f"detached {ep.guest} {ep.ifname} (host {ep.host_ifname})", file=out)
+    elif kind == "endpoints":
+        rows = [
+            [
+                e.guest,
+                e.ifname,
+                e.bridge,
+                e.host_ifname,
+                e.mac,
+                str(e.mtu),
+                ",".join(e.addresses) or "-",
+                _STATES.get(e.state, "?"),
+            ]
+            for e in data
+        ]
+        print(table(rows, ["GUEST", "IFNAME", "BRIDGE", "HOST-IF", "MAC", "MTU", "ADDRESSES", "STATE"]), file=out)
+    elif kind == "bridge":
+        s = data.spec
+        how = "created" if data.owned else "adopted (netplumb will not delete it)"
+        print(f"bridge {s.name} ({_KINDS[s.kind]}, mtu {data.mtu}) {how}", file=out)
+    elif kind == "bridge-del":
+        if not data.existed:
+            print("no such bridge; nothing to do", file=out)
+        else:
+            print("bridge deleted" if data.deleted_link else "bridge forgotten (it was not netplumb's)", file=out)
+    elif kind == "bridges":
+        rows = [
+            [
+                b.spec.name,
+                _KINDS[b.spec.kind],
+                str(b.mtu),
+                ",".join(b.spec.addresses) or "-",
+                "yes" if b.owned else "no (adopted)",
+                str(b.endpoint_count),
+                "present" if b.present else "MISSING",
+            ]
+            for b in data
+        ]
+        print(table(rows, ["NAME", "KIND", "MTU", "ADDRESSES", "OWNED", "ENDPOINTS", "STATE"]), file=out)
+    elif kind == "status":
+        _status(data, out)
+    elif kind == "check":
+        if not data:
+            print("no drift: the host matches the records", file=out)
+        for d in data:
+            print(f"{d.object} {d.name}: {d.detail}", file=out)
+            for r in d.repair:
+                print(f"    repair: {r}", file=out)
+    elif kind == "reconcile":
+        for label, items in (("repaired", data.repaired), ("failed", data.failed), ("collected", data.collected)):
+            for d in items:
+                print(f"{label}: {d.object} {d.name}: {d.detail}", file=out)
+        if not (data.repaired or data.failed or data.collected):
+            print("nothing to repair", file=out)
+
+
+def _status(s: pb.HostStatus, out: IO[str]) -> None:
+    print(f"netplumbd {s.version} on {s.hostname}, up {s.uptime_seconds}s, mode {s.mode}", file=out)
+    print(f"state dir: {s.state_dir}", file=out)
+    print(
+        f"bridges: {s.bridges}  endpoints: {s.endpoints} ({s.endpoints_not_ready} not ready)  peers: {s.peers}",
+        file=out,
+    )
+    for d in s.dependencies:
+        state = "up" if d.up else ("disabled" if not d.enabled else "DOWN")
+        print(f"  {d.name:8} {state:8} {d.detail}", file=out)
+    feats = " ".join(f"{f.name}={'yes' if f.available else 'no'}" for f in s.kernel_features)
+    print(f"kernel: {feats}", file=out)
+
+
+def error(e: Any, json_mode: bool, out: IO[str], err: IO[str]) -> None:
+    print(f"netplumb: error: {e.message}", file=err)
+    if e.field:
+        print(f"  field: {e.field}", file=err)
+    if e.hint:
+        print(f"  hint: {e.hint}", file=err)
+    if json_mode:
+        doc = {
+            "error": {
+                "code": e.code.name,
+                "reason": e.reason,
+                "message": e.message,
+                "field": e.field,
+                "hint": e.hint,
+            }
+        }
+        json.dump(doc, out, indent=2, sort_keys=True)
+        out.write("\n")
