@@ -1,0 +1,30 @@
+#!/bin/bash
+# Set up a fresh Debian machine (as root) to run netplumb and its tests:
+# system packages, then a virtualenv in .venv with netplumb installed
+# editable. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup-dev.sh: run as root (it installs packages and the tests need CAP_NET_ADMIN)" >&2
+    exit 1
+fi
+
+PACKAGES=(iproute2 iputils-ping iperf3 ethtool tcpdump python3-venv python3-pip make)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+echo "setup done: run 'make test', or start the daemon with .venv/bin/netplumbd"
