@@ -60,7 +60,9 @@ def _apply(cfg: Config, doc: dict[str, Any], origin: str) -> Config:
 
 def validate(cfg: Config, origin: str) -> None:
     if cfg.log_level not in LOG_LEVELS:
-        raise ConfigError(f"{origin}: log_level {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        raise ConfigError(
+            f"{origin}: log_level {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
     for key in ("socket", "state_dir"):
         if not getattr(cfg, key).startswith("/"):
             raise ConfigError(f"{origin}: {key} must be an absolute path")

@@ -43,15 +43,21 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument(
-        "--socket", metavar="PATH", help=f"unix socket to serve on (default {config_mod.DEFAULT_SOCKET})"
+        "--socket",
+        metavar="PATH",
+        help=f"unix socket to serve on (default {config_mod.DEFAULT_SOCKET})",
     )
     p.add_argument(
         "--socket-group", metavar="GROUP", help="group allowed to use the socket (default netplumb)"
     )
     p.add_argument(
-        "--state-dir", metavar="DIR", help=f"where state is kept (default {config_mod.DEFAULT_STATE_DIR})"
+        "--state-dir",
+        metavar="DIR",
+        help=f"where state is kept (default {config_mod.DEFAULT_STATE_DIR})",
     )
-    p.add_argument("--ovsdb", metavar="URL", help=f"OVSDB endpoint (default {config_mod.DEFAULT_OVSDB})")
+    p.add_argument(
+        "--ovsdb", metavar="URL", help=f"OVSDB endpoint (default {config_mod.DEFAULT_OVSDB})"
+    )
     p.add_argument(
         "--docker-url", metavar="URL", help=f"Docker API (default {config_mod.DEFAULT_DOCKER_URL})"
     )
@@ -121,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping (the data plane stays as it is)", signal.Signals(signum).name)
+        log.info(
+            "received %s, stopping (the data plane stays as it is)", signal.Signals(signum).name
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -285,7 +285,9 @@ class Engine:
                     ops = self._plan_endpoint(record, handle)
                     self._apply(ops, handle, rollback=existing is None, what=f"endpoint {eid}")
                     if record != existing:
-                        self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
+                        self._store_or_rollback(
+                            lambda: self.store.put_endpoint(record), ops, handle
+                        )
                 finally:
                     handle.close()
             if ops:
@@ -367,7 +369,9 @@ class Engine:
     def _view(self, record: EndpointRecord, host_links: set[str]) -> EndpointView:
         ident = netns_ident(guest_path(record.guest))
         if ident is None:
-            return EndpointView(record, GUEST_MISSING, "the guest's network namespace does not exist")
+            return EndpointView(
+                record, GUEST_MISSING, "the guest's network namespace does not exist"
+            )
         if record.guest.kind is GuestKind.PID and ident != record.netns_id:
             return EndpointView(record, GUEST_MISSING, "the process has exited (its PID is reused)")
         if record.host_ifname not in host_links:
@@ -378,7 +382,9 @@ class Engine:
         with self._locks.guest(guest.key):
             record = self.find(guest, ifname)
             current = plan.desired_endpoint(record).routes
-            if any(r.destination == route.destination and r.metric == route.metric for r in current):
+            if any(
+                r.destination == route.destination and r.metric == route.metric for r in current
+            ):
                 if route in current:
                     return EndpointView(record)  # already there: idempotent
                 raise Conflict(
@@ -438,11 +444,11 @@ class Engine:
         drift: list[Drift] = []
         failed: list[Drift] = []
         collected: list[Drift] = []
-        for name, record in sorted(self.store.bridges().items()):
+        for name, bridge in sorted(self.store.bridges().items()):
             with self._locks.bridge(name).write():
                 try:
                     seen = self.netlink.observe_bridge(name)
-                    ops, _ = plan.plan_bridge(record.spec, seen, record)
+                    ops, _ = plan.plan_bridge(bridge.spec, seen, bridge)
                     if ops:
                         d = Drift("bridge", name, "bridge differs from its spec", _strs(ops))
                         drift.append(d)
@@ -450,15 +456,17 @@ class Engine:
                             self._apply(ops, None, rollback=False, what=f"bridge {name}")
                 except NetplumbError as e:
                     failed.append(Drift("bridge", name, str(e)))
-        for record in sorted(self.store.endpoints().values(), key=lambda r: r.id):
-            with self._locks.guest(record.guest.key), self._claim(record.id):
-                record = self.store.endpoints().get(record.id, record)
+        for stored in sorted(self.store.endpoints().values(), key=lambda r: r.id):
+            with self._locks.guest(stored.guest.key), self._claim(stored.id):
+                current = self.store.endpoints().get(stored.id)
+                if current is None:
+                    continue  # detached meanwhile
                 try:
-                    d = self._converge_endpoint(record, repair)
-                    if d is not None:
-                        drift.append(d)
+                    found = self._converge_endpoint(current, repair)
+                    if found is not None:
+                        drift.append(found)
                 except NetplumbError as e:
-                    failed.append(Drift("endpoint", record.id, str(e)))
+                    failed.append(Drift("endpoint", current.id, str(e)))
         known = {r.id for r in self.store.endpoints().values()}
         with self._inflight_mu:
             busy = set(self._inflight)
@@ -466,7 +474,9 @@ class Engine:
             eid = naming.parse_endpoint_alias(alias)
             if eid is None or eid in known or eid in busy or kind != "veth":
                 continue
-            d = Drift("orphan", name, f"veth {name} is tagged for endpoint {eid}, which has no record")
+            d = Drift(
+                "orphan", name, f"veth {name} is tagged for endpoint {eid}, which has no record"
+            )
             if repair:
                 from .core.ops import DeleteLink, Where
 
@@ -518,12 +528,23 @@ class Engine:
             handle = open_netns(path)
         except (NotFound, InvalidSpec):
             return None
-        if record.guest.kind is GuestKind.PID and record.netns_id and handle.ident != record.netns_id:
+        if (
+            record.guest.kind is GuestKind.PID
+            and record.netns_id
+            and handle.ident != record.netns_id
+        ):
             handle.close()
             return None
         return handle
 
-    def _apply(self, ops: tuple[Op, ...] | list[Op], handle: NetnsHandle | None, *, rollback: bool, what: str) -> None:
+    def _apply(
+        self,
+        ops: tuple[Op, ...] | list[Op],
+        handle: NetnsHandle | None,
+        *,
+        rollback: bool,
+        what: str,
+    ) -> None:
         if not ops:
             return
         try:
@@ -538,7 +559,9 @@ class Engine:
                 log.warning("%s: failed at '%s'; rolled back %d op(s)", what, e, len(completed))
             raise
 
-    def _store_or_rollback(self, write: object, ops: tuple[Op, ...], handle: NetnsHandle | None) -> None:
+    def _store_or_rollback(
+        self, write: object, ops: tuple[Op, ...], handle: NetnsHandle | None
+    ) -> None:
         try:
             write()  # type: ignore[operator]
         except OSError as e:

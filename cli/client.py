@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
-
 from netplumb.v1 import agent_pb2 as pb
 from netplumb.v1 import agent_pb2_grpc as pb_grpc
 
@@ -30,14 +29,20 @@ DEFAULT_SOCKET = "/run/netplumb/netplumbd.sock"
 DEFAULT_TIMEOUT = 30.0
 
 KINDS = {"linux": pb.BRIDGE_KIND_LINUX, "ovs": pb.BRIDGE_KIND_OVS}
-TUNNELS = {"vxlan": pb.TUNNEL_TYPE_VXLAN, "geneve": pb.TUNNEL_TYPE_GENEVE, "gre": pb.TUNNEL_TYPE_GRE}
+TUNNELS = {
+    "vxlan": pb.TUNNEL_TYPE_VXLAN,
+    "geneve": pb.TUNNEL_TYPE_GENEVE,
+    "gre": pb.TUNNEL_TYPE_GRE,
+}
 
 
 class NetplumbError(Exception):
     """A failed call: ``code`` is the gRPC status; ``reason``, ``field`` and
     ``hint`` come from the daemon (empty when the daemon was not reached)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "", field: str = "", hint: str = ""):
+    def __init__(
+        self, code: grpc.StatusCode, message: str, reason: str = "", field: str = "", hint: str = ""
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -93,10 +98,10 @@ class Client:
             vni=vni,
             tunnel=TUNNELS.get(tunnel, pb.TUNNEL_TYPE_UNSPECIFIED),
         )
-        return self._call("CreateBridge", pb.CreateBridgeRequest(spec=spec))  # type: ignore[no-any-return]
+        return self._call("CreateBridge", pb.CreateBridgeRequest(spec=spec))
 
     def delete_bridge(self, name: str) -> pb.DeleteBridgeResponse:
-        return self._call("DeleteBridge", pb.DeleteBridgeRequest(name=name))  # type: ignore[no-any-return]
+        return self._call("DeleteBridge", pb.DeleteBridgeRequest(name=name))
 
     def list_bridges(self) -> list[pb.Bridge]:
         return list(self._call("ListBridges", pb.ListBridgesRequest()).bridges)
@@ -131,33 +136,39 @@ class Client:
             gateways=list(gateways),
             routes=[pb.Route(destination=d, via=v) for d, v in routes],
         )
-        return self._call("Attach", pb.AttachRequest(spec=spec))  # type: ignore[no-any-return]
+        return self._call("Attach", pb.AttachRequest(spec=spec))
 
     def detach(self, guest: str, ifname: str = "") -> list[pb.Endpoint]:
         return list(self._call("Detach", pb.DetachRequest(guest=guest, ifname=ifname)).detached)
 
     def get_endpoint(self, guest: str, ifname: str = "") -> pb.Endpoint:
-        return self._call("GetEndpoint", pb.GetEndpointRequest(guest=guest, ifname=ifname))  # type: ignore[no-any-return]
+        return self._call("GetEndpoint", pb.GetEndpointRequest(guest=guest, ifname=ifname))
 
     def list_endpoints(self, bridge: str = "", guest: str = "") -> list[pb.Endpoint]:
-        return list(self._call("ListEndpoints", pb.ListEndpointsRequest(bridge=bridge, guest=guest)).endpoints)
+        return list(
+            self._call(
+                "ListEndpoints", pb.ListEndpointsRequest(bridge=bridge, guest=guest)
+            ).endpoints
+        )
 
-    def add_route(self, guest: str, destination: str, via: str = "", ifname: str = "", metric: int = 0) -> pb.Endpoint:
+    def add_route(
+        self, guest: str, destination: str, via: str = "", ifname: str = "", metric: int = 0
+    ) -> pb.Endpoint:
         route = pb.Route(destination=destination, via=via, metric=metric)
-        return self._call("AddRoute", pb.AddRouteRequest(guest=guest, ifname=ifname, route=route))  # type: ignore[no-any-return]
+        return self._call("AddRoute", pb.AddRouteRequest(guest=guest, ifname=ifname, route=route))
 
     def delete_route(self, guest: str, destination: str, ifname: str = "") -> pb.Endpoint:
         req = pb.DeleteRouteRequest(guest=guest, ifname=ifname, destination=destination)
-        return self._call("DeleteRoute", req)  # type: ignore[no-any-return]
+        return self._call("DeleteRoute", req)
 
     def check(self) -> list[pb.Drift]:
         return list(self._call("Check", pb.CheckRequest()).drift)
 
     def reconcile(self) -> pb.ReconcileResponse:
-        return self._call("Reconcile", pb.ReconcileRequest())  # type: ignore[no-any-return]
+        return self._call("Reconcile", pb.ReconcileRequest())
 
     def status(self) -> pb.HostStatus:
-        return self._call("GetStatus", pb.GetStatusRequest())  # type: ignore[no-any-return]
+        return self._call("GetStatus", pb.GetStatusRequest())
 
 
 def _error(e: grpc.RpcError, socket: str) -> NetplumbError:
@@ -172,7 +183,9 @@ def _error(e: grpc.RpcError, socket: str) -> NetplumbError:
             hint="is netplumbd running? (systemctl status netplumbd; or give --socket / NETPLUMB_SOCKET)",
         )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return NetplumbError(code, "netplumbd did not answer in time", reason="timeout", hint="raise --timeout")
+        return NetplumbError(
+            code, "netplumbd did not answer in time", reason="timeout", hint="raise --timeout"
+        )
     return NetplumbError(
         code,
         details,

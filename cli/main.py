@@ -55,9 +55,15 @@ class _Parser(argparse.ArgumentParser):
 def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
     p.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="daemon socket")
-    p.add_argument("--json", action="store_true", default=json_default, help="print one JSON document")
     p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", default=argparse.SUPPRESS, help="call timeout (default 30)"
+        "--json", action="store_true", default=json_default, help="print one JSON document"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="call timeout (default 30)",
     )
     return p
 
@@ -91,11 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     badd.add_argument("name", metavar="NAME", help="bridge name (at most 15 bytes)")
     badd.add_argument("--kind", choices=["linux", "ovs"], default="linux", help="default linux")
     badd.add_argument(
-        "--address", action="append", default=[], metavar="CIDR", help="address on the bridge (repeatable)"
+        "--address",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="address on the bridge (repeatable)",
     )
     badd.add_argument("--mtu", type=int, default=0, metavar="N", help="bridge MTU (68..65535)")
-    badd.add_argument("--vni", type=int, default=0, metavar="N", help="overlay VNI (joins peers' bridges)")
-    badd.add_argument("--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="overlay encapsulation")
+    badd.add_argument(
+        "--vni", type=int, default=0, metavar="N", help="overlay VNI (joins peers' bridges)"
+    )
+    badd.add_argument(
+        "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="overlay encapsulation"
+    )
     bdel = cmd(bsub, "del", "delete a bridge netplumb created, or forget an adopted one")
     bdel.add_argument("name", metavar="NAME")
     cmd(bsub, "ls", "list bridges")
@@ -114,13 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS[@GATEWAY]",
         help="CIDR, optionally with the default gateway of its family after '@'",
     )
-    att.add_argument("--ifname", default="", metavar="IF", help="interface name in the guest (default eth1)")
-    att.add_argument("--host-ifname", default="", metavar="IF", help="host-side veth name (default np + hash)")
+    att.add_argument(
+        "--ifname", default="", metavar="IF", help="interface name in the guest (default eth1)"
+    )
+    att.add_argument(
+        "--host-ifname", default="", metavar="IF", help="host-side veth name (default np + hash)"
+    )
     att.add_argument("--mac", default="", metavar="MAC", help="guest MAC (default stable, derived)")
     att.add_argument("--mtu", type=int, default=0, metavar="N", help="MTU (default the bridge's)")
-    att.add_argument("--vlan", type=int, default=0, metavar="ID", help="access VLAN of the port (1..4094)")
     att.add_argument(
-        "--route", action="append", default=[], metavar="DEST[@VIA]", help="extra route in the guest (repeatable)"
+        "--vlan", type=int, default=0, metavar="ID", help="access VLAN of the port (1..4094)"
+    )
+    att.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="DEST[@VIA]",
+        help="extra route in the guest (repeatable)",
     )
 
     det = cmd(sub, "detach", "remove a guest's endpoints (all of them without --ifname)")
@@ -137,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     radd.add_argument("destination", metavar="DEST", help="CIDR or 'default'")
     radd.add_argument("--via", default="", metavar="GW", help="next hop (default on-link)")
     radd.add_argument("--metric", type=int, default=0, metavar="N")
-    radd.add_argument("--ifname", default="", metavar="IF", help="needed when the guest has several endpoints")
+    radd.add_argument(
+        "--ifname", default="", metavar="IF", help="needed when the guest has several endpoints"
+    )
     rdel = cmd(rsub, "del", "remove a route")
     rdel.add_argument("guest", metavar="GUEST")
     rdel.add_argument("destination", metavar="DEST")
@@ -259,7 +285,7 @@ def main(
         return status
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - no tracebacks for users
+    except Exception as e:
         print(f"netplumb: internal error: {type(e).__name__}: {e}", file=err)
         return Exit.INTERNAL
     render.reply(kind, reply, json_mode, out)

@@ -6,7 +6,6 @@ import json
 from typing import IO, Any
 
 from google.protobuf.json_format import MessageToDict
-
 from netplumb.v1 import agent_pb2 as pb
 
 _STATES = {
@@ -14,13 +13,18 @@ _STATES = {
     pb.ENDPOINT_STATE_GUEST_MISSING: "guest-missing",
     pb.ENDPOINT_STATE_DEGRADED: "degraded",
 }
-_KINDS = {pb.BRIDGE_KIND_LINUX: "linux", pb.BRIDGE_KIND_OVS: "ovs", pb.BRIDGE_KIND_UNSPECIFIED: "linux"}
+_KINDS = {
+    pb.BRIDGE_KIND_LINUX: "linux",
+    pb.BRIDGE_KIND_OVS: "ovs",
+    pb.BRIDGE_KIND_UNSPECIFIED: "linux",
+}
 
 
 def to_dict(msg: Any) -> dict[str, Any]:
-    return MessageToDict(
+    out: dict[str, Any] = MessageToDict(
         msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return out
 
 
 def endpoint_dict(ep: pb.Endpoint) -> dict[str, Any]:
@@ -89,7 +93,12 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
             ]
             for e in data
         ]
-        print(table(rows, ["GUEST", "IFNAME", "BRIDGE", "HOST-IF", "MAC", "MTU", "ADDRESSES", "STATE"]), file=out)
+        print(
+            table(
+                rows, ["GUEST", "IFNAME", "BRIDGE", "HOST-IF", "MAC", "MTU", "ADDRESSES", "STATE"]
+            ),
+            file=out,
+        )
     elif kind == "bridge":
         s = data.spec
         how = "created" if data.owned else "adopted (netplumb will not delete it)"
@@ -98,7 +107,12 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
         if not data.existed:
             print("no such bridge; nothing to do", file=out)
         else:
-            print("bridge deleted" if data.deleted_link else "bridge forgotten (it was not netplumb's)", file=out)
+            print(
+                "bridge deleted"
+                if data.deleted_link
+                else "bridge forgotten (it was not netplumb's)",
+                file=out,
+            )
     elif kind == "bridges":
         rows = [
             [
@@ -112,7 +126,10 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
             ]
             for b in data
         ]
-        print(table(rows, ["NAME", "KIND", "MTU", "ADDRESSES", "OWNED", "ENDPOINTS", "STATE"]), file=out)
+        print(
+            table(rows, ["NAME", "KIND", "MTU", "ADDRESSES", "OWNED", "ENDPOINTS", "STATE"]),
+            file=out,
+        )
     elif kind == "status":
         _status(data, out)
     elif kind == "check":
@@ -123,7 +140,11 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
             for r in d.repair:
                 print(f"    repair: {r}", file=out)
     elif kind == "reconcile":
-        for label, items in (("repaired", data.repaired), ("failed", data.failed), ("collected", data.collected)):
+        for label, items in (
+            ("repaired", data.repaired),
+            ("failed", data.failed),
+            ("collected", data.collected),
+        ):
             for d in items:
                 print(f"{label}: {d.object} {d.name}: {d.detail}", file=out)
         if not (data.repaired or data.failed or data.collected):

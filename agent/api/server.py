@@ -11,7 +11,6 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from netplumb.v1 import agent_pb2, agent_pb2_grpc
 
 from ..engine import Engine

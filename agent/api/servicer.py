@@ -7,27 +7,31 @@ import time
 from typing import Any
 
 import grpc
-
 from netplumb.v1 import agent_pb2 as pb
 from netplumb.v1 import agent_pb2_grpc as pb_grpc
 
 from .. import __version__
+from ..core import spec
 from ..engine import Engine
 from ..errors import Unimplemented
 from . import convert
 from .status import guarded
 
 
-class AgentServicer(pb_grpc.AgentServicer):
+class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
     def __init__(self, engine: Engine, state_dir: str) -> None:
         self.engine = engine
         self.state_dir = state_dir
 
     # bridges
 
-    def CreateBridge(self, request: pb.CreateBridgeRequest, context: grpc.ServicerContext) -> pb.Bridge:
+    def CreateBridge(
+        self, request: pb.CreateBridgeRequest, context: grpc.ServicerContext
+    ) -> pb.Bridge:
         def call() -> pb.Bridge:
-            return convert.bridge_out(self.engine.create_bridge(convert.bridge_spec_in(request.spec)))
+            return convert.bridge_out(
+                self.engine.create_bridge(convert.bridge_spec_in(request.spec))
+            )
 
         return guarded("CreateBridge", call, context)
 
@@ -61,16 +65,18 @@ class AgentServicer(pb_grpc.AgentServicer):
     def Detach(self, request: pb.DetachRequest, context: grpc.ServicerContext) -> pb.DetachResponse:
         def call() -> pb.DetachResponse:
             guest = convert.guest_in(request.guest)
-            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             views = self.engine.detach(guest, ifname)
             return pb.DetachResponse(detached=[convert.endpoint_out(v) for v in views])
 
         return guarded("Detach", call, context)
 
-    def GetEndpoint(self, request: pb.GetEndpointRequest, context: grpc.ServicerContext) -> pb.Endpoint:
+    def GetEndpoint(
+        self, request: pb.GetEndpointRequest, context: grpc.ServicerContext
+    ) -> pb.Endpoint:
         def call() -> pb.Endpoint:
             guest = convert.guest_in(request.guest)
-            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             return convert.endpoint_out(self.engine.get_endpoint(guest, ifname))
 
         return guarded("GetEndpoint", call, context)
@@ -79,7 +85,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         self, request: pb.ListEndpointsRequest, context: grpc.ServicerContext
     ) -> pb.ListEndpointsResponse:
         def call() -> pb.ListEndpointsResponse:
-            bridge = convert.spec.ifname(request.bridge, "bridge") if request.bridge else ""
+            bridge = spec.ifname(request.bridge, "bridge") if request.bridge else ""
             guest = convert.guest_in(request.guest) if request.guest else None
             views = self.engine.list_endpoints(bridge, guest)
             return pb.ListEndpointsResponse(endpoints=[convert.endpoint_out(v) for v in views])
@@ -108,18 +114,22 @@ class AgentServicer(pb_grpc.AgentServicer):
     def AddRoute(self, request: pb.AddRouteRequest, context: grpc.ServicerContext) -> pb.Endpoint:
         def call() -> pb.Endpoint:
             guest = convert.guest_in(request.guest)
-            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             route = convert.route_in(request.route)
             return convert.endpoint_out(self.engine.add_route(guest, ifname, route))
 
         return guarded("AddRoute", call, context)
 
-    def DeleteRoute(self, request: pb.DeleteRouteRequest, context: grpc.ServicerContext) -> pb.Endpoint:
+    def DeleteRoute(
+        self, request: pb.DeleteRouteRequest, context: grpc.ServicerContext
+    ) -> pb.Endpoint:
         def call() -> pb.Endpoint:
             guest = convert.guest_in(request.guest)
-            ifname = convert.spec.ifname(request.ifname, "ifname") if request.ifname else ""
-            convert.spec.destination(request.destination, "destination")
-            return convert.endpoint_out(self.engine.delete_route(guest, ifname, request.destination))
+            ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            spec.destination(request.destination, "destination")
+            return convert.endpoint_out(
+                self.engine.delete_route(guest, ifname, request.destination)
+            )
 
         return guarded("DeleteRoute", call, context)
 
@@ -132,7 +142,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         return guarded(what, call, context)
 
     def AddPeer(self, request: pb.AddPeerRequest, context: grpc.ServicerContext) -> pb.Peer:
-        return self._later("peers (overlays)", context)  # type: ignore[no-any-return]
+        return self._later("peers (overlays)", context)
 
     def RemovePeer(self, request: pb.RemovePeerRequest, context: grpc.ServicerContext) -> Any:
         return self._later("peers (overlays)", context)
@@ -151,7 +161,9 @@ class AgentServicer(pb_grpc.AgentServicer):
 
     # status
 
-    def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.HostStatus:
+    def GetStatus(
+        self, request: pb.GetStatusRequest, context: grpc.ServicerContext
+    ) -> pb.HostStatus:
         def call() -> pb.HostStatus:
             counts = self.engine.status_counts()
             feats = self.engine.features.extras
@@ -165,8 +177,12 @@ class AgentServicer(pb_grpc.AgentServicer):
                 endpoints_not_ready=counts["endpoints_not_ready"],
                 dependencies=[
                     pb.Dependency(name="netlink", up=True, enabled=True, detail="pyroute2"),
-                    pb.Dependency(name="ovsdb", up=False, enabled=False, detail="not implemented yet"),
-                    pb.Dependency(name="docker", up=False, enabled=False, detail="not implemented yet"),
+                    pb.Dependency(
+                        name="ovsdb", up=False, enabled=False, detail="not implemented yet"
+                    ),
+                    pb.Dependency(
+                        name="docker", up=False, enabled=False, detail="not implemented yet"
+                    ),
                 ],
                 kernel_features=[
                     pb.KernelFeature(name=k, available=v) for k, v in sorted(feats.items())

@@ -53,7 +53,7 @@ def guarded(method: str, call: Callable[[], T], context: grpc.ServicerContext) -
         level = logging.ERROR if code is grpc.StatusCode.INTERNAL else logging.INFO
         log.log(level, "%s refused: %s (%s)", method, e.message, e.reason)
         _abort(context, code, e.message, e.reason, e.field, e.hint)
-    except Exception as e:  # noqa: BLE001 - the one catch-all, by design
+    except Exception as e:
         log.exception("%s failed with an unexpected error", method)
         _abort(
             context,
@@ -67,7 +67,12 @@ def guarded(method: str, call: Callable[[], T], context: grpc.ServicerContext) -
 
 
 def _abort(
-    context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str, field: str, hint: str
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    field: str,
+    hint: str,
 ) -> Any:
     md = [("netplumb-reason", reason)]
     if field:

@@ -40,7 +40,7 @@ def stable_mac(endpoint_id: str) -> str:
 def pipework_mac(seed: str) -> str:
     """pipework's ``U:STRING`` MAC: "02:" then the first 40 bits of
     md5(STRING + newline), as ``echo STRING | md5sum`` gives."""
-    digest = hashlib.md5(f"{seed}\n".encode()).digest()  # noqa: S324 - compatibility, not security
+    digest = hashlib.md5(f"{seed}\n".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 

@@ -127,7 +127,9 @@ def plan_endpoint(
     return _plan_update(want, host, guest, features)
 
 
-def _plan_fresh(want: DesiredEndpoint, seen: ObservedEndpoint, features: HostFeatures) -> tuple[Op, ...]:
+def _plan_fresh(
+    want: DesiredEndpoint, seen: ObservedEndpoint, features: HostFeatures
+) -> tuple[Op, ...]:
     ops: list[Op] = []
     if seen.host is not None:
         ops.append(DeleteLink(Where.HOST, want.host_ifname))

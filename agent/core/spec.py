@@ -144,7 +144,9 @@ def mac(value: str, field: str) -> str:
         )
     value = value.lower()
     if int(value[:2], 16) & 1:
-        raise InvalidSpec(f"{field} {value} is a multicast address; give a unicast MAC", field=field)
+        raise InvalidSpec(
+            f"{field} {value} is a multicast address; give a unicast MAC", field=field
+        )
     if value == "00:00:00:00:00:00":
         raise InvalidSpec(f"{field} {value} is the all-zero address", field=field)
     return value
@@ -174,7 +176,9 @@ def interface_address(value: str, field: str) -> IPInterface:
     try:
         iface = ipaddress.ip_interface(value)
     except ValueError:
-        raise InvalidSpec(f"{field} {_show(value)} is not an IP address/prefix", field=field) from None
+        raise InvalidSpec(
+            f"{field} {_show(value)} is not an IP address/prefix", field=field
+        ) from None
     ip = iface.ip
     if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
         raise InvalidSpec(
@@ -187,7 +191,9 @@ def interface_address(value: str, field: str) -> IPInterface:
         if ip == net.network_address:
             raise InvalidSpec(f"{field} {value} is the network address of its subnet", field=field)
         if ip == net.broadcast_address:
-            raise InvalidSpec(f"{field} {value} is the broadcast address of its subnet", field=field)
+            raise InvalidSpec(
+                f"{field} {value} is the broadcast address of its subnet", field=field
+            )
     return iface
 
 
@@ -257,13 +263,17 @@ def bridge_spec(
 ) -> BridgeSpec:
     name = ifname(name, "spec.name")
     if len(addresses) > MAX_ADDRESSES:
-        raise InvalidSpec(f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses")
+        raise InvalidSpec(
+            f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses"
+        )
     addrs = tuple(interface_address(a, f"spec.addresses[{i}]") for i, a in enumerate(addresses))
     _no_duplicates(addrs, "spec.addresses")
     if not 0 <= vni <= VNI_MAX:
         raise InvalidSpec(f"spec.vni {vni} is out of range 1..{VNI_MAX}", field="spec.vni")
     if tunnel not in ("", "vxlan", "geneve", "gre"):
-        raise InvalidSpec(f"spec.tunnel {_show(tunnel)} is not vxlan, geneve or gre", field="spec.tunnel")
+        raise InvalidSpec(
+            f"spec.tunnel {_show(tunnel)} is not vxlan, geneve or gre", field="spec.tunnel"
+        )
     if tunnel and not vni:
         raise InvalidSpec("spec.tunnel needs spec.vni", field="spec.tunnel", hint="give --vni N")
     return BridgeSpec(
@@ -295,7 +305,9 @@ def endpoint_spec(
     name = ifname(ifname_value or DEFAULT_IFNAME, "spec.ifname")
     host = ifname(host_ifname, "spec.host_ifname") if host_ifname else None
     if len(addresses) > MAX_ADDRESSES:
-        raise InvalidSpec(f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses")
+        raise InvalidSpec(
+            f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses"
+        )
     addrs = tuple(interface_address(a, f"spec.addresses[{i}]") for i, a in enumerate(addresses))
     _no_duplicates(addrs, "spec.addresses")
     mtu_v = mtu(mtu_value, "spec.mtu")

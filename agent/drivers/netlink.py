@@ -154,7 +154,9 @@ def _routes(ipr: IPRoute, index: int) -> tuple[ObservedRoute, ...]:
     return tuple(out)
 
 
-def _observe_link(ipr: IPRoute, name: str, detail: bool, master_names: IPRoute | None) -> ObservedLink | None:
+def _observe_link(
+    ipr: IPRoute, name: str, detail: bool, master_names: IPRoute | None
+) -> ObservedLink | None:
     msg = _link_by_name(ipr, name)
     if msg is None:
         return None
@@ -405,7 +407,9 @@ class NetlinkDriver:
                     sk = socket_in(s.guest_ns, socket.AF_PACKET, socket.SOCK_RAW, 0)
                     socks.append((sk, _garp(mac, a.ip.packed), (op.name, ETH_P_ARP)))
                 else:
-                    sk = socket_in(s.guest_ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+                    sk = socket_in(
+                        s.guest_ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6
+                    )
                     sk.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
                     sk.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
                     sk.bind((str(a.ip), 0, 0, index))
@@ -475,7 +479,9 @@ def translate(op: Op, e: NetlinkError) -> NetplumbError:
         )
     if code == errno.EOPNOTSUPP:
         if isinstance(op, SetPortVlan | SetBridgeVlanFiltering):
-            return KernelFeatureMissing("bridge-vlan-filtering", f"{op}: the kernel lacks bridge VLAN filtering")
+            return KernelFeatureMissing(
+                "bridge-vlan-filtering", f"{op}: the kernel lacks bridge VLAN filtering"
+            )
         return KernelFeatureMissing("unknown", f"{op}: not supported by this kernel")
     if code in (errno.EINVAL, errno.ERANGE) and isinstance(op, SetMtu | CreateVeth | CreateBridge):
         return InvalidSpec(f"{op}: the kernel refused the MTU", field="spec.mtu")
@@ -511,11 +517,16 @@ def probe_features() -> HostFeatures:
         results["bridge"] = attempt("probebr", kind="bridge")
         results["veth"] = attempt("probev0", kind="veth", peer={"ifname": "probev1"})
         results["vxlan"] = attempt("probevx", kind="vxlan", vxlan_id=1, vxlan_port=4789)
-        results["geneve"] = attempt("probegn", kind="geneve", geneve_id=1, geneve_remote="198.18.0.1")
+        results["geneve"] = attempt(
+            "probegn", kind="geneve", geneve_id=1, geneve_remote="198.18.0.1"
+        )
         results["gretap"] = attempt("probegt", kind="gretap", gre_remote="198.18.0.1")
         results["dummy"] = attempt("probedu", kind="dummy")
         results["macvlan"] = results["veth"] and attempt(
-            "probemv", kind="macvlan", link=ipr.link_lookup(ifname="probev0")[0], macvlan_mode="bridge"
+            "probemv",
+            kind="macvlan",
+            link=ipr.link_lookup(ifname="probev0")[0],
+            macvlan_mode="bridge",
         )
         filtering = False
         if results["bridge"]:
@@ -535,7 +546,9 @@ def probe_features() -> HostFeatures:
         results["8021q"] = vlan
     finally:
         ipr.close()  # closing the only socket destroys the namespace
-    log.info("kernel features: %s", " ".join(f"{k}={'yes' if v else 'no'}" for k, v in results.items()))
+    log.info(
+        "kernel features: %s", " ".join(f"{k}={'yes' if v else 'no'}" for k, v in results.items())
+    )
     return HostFeatures(
         bridge_vlan_filtering=results["bridge-vlan-filtering"],
         vxlan=results["vxlan"],

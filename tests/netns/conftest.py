@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from fixtures.host import Daemon, Namespaces, delete_links, require_root, unique
 
 

@@ -6,15 +6,18 @@ import json
 import os
 
 import pytest
-
-from fixtures.host import Daemon, Namespaces, addresses, link, ping, routes, run
+from fixtures.host import Daemon, Namespaces, addresses, ip_json, link, ping, routes, run
 
 
 def test_two_guests_ping_over_ipv4_and_ipv6(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
     a, b = netns.new(), netns.new()
-    rc, _, err = daemon.cli("bridge", "add", bridge, "--address", "198.18.0.1/24", "--address", "2001:db8::1/64")
+    rc, _, err = daemon.cli(
+        "bridge", "add", bridge, "--address", "198.18.0.1/24", "--address", "2001:db8::1/64"
+    )
     assert rc == 0, err
-    ep_a = daemon.cli_json("attach", bridge, f"netns:{a}", "198.18.0.10/24@198.18.0.1", "2001:db8::10/64")
+    ep_a = daemon.cli_json(
+        "attach", bridge, f"netns:{a}", "198.18.0.10/24@198.18.0.1", "2001:db8::10/64"
+    )
     ep_b = daemon.cli_json("attach", bridge, a and b, "198.18.0.11/24", "2001:db8::11/64")
 
     assert addresses("eth1", a) == {"198.18.0.10/24", "2001:db8::10/64"}
@@ -36,8 +39,18 @@ def test_json_attach_returns_the_endpoint(daemon: Daemon, netns: Namespaces, bri
     ns = netns.new()
     daemon.cli("bridge", "add", bridge)
     ep = daemon.cli_json(
-        "attach", bridge, f"netns:{ns}", "198.18.1.5/24@198.18.1.1", "--mac", "02:aa:bb:cc:dd:01",
-        "--mtu", "1400", "--ifname", "data0", "--route", "198.19.0.0/16@198.18.1.254",
+        "attach",
+        bridge,
+        f"netns:{ns}",
+        "198.18.1.5/24@198.18.1.1",
+        "--mac",
+        "02:aa:bb:cc:dd:01",
+        "--mtu",
+        "1400",
+        "--ifname",
+        "data0",
+        "--route",
+        "198.19.0.0/16@198.18.1.254",
     )
     assert ep["guest"] == f"netns:{ns}"
     assert ep["ifname"] == "data0"
@@ -69,7 +82,9 @@ def test_reattach_same_spec_is_a_noop(daemon: Daemon, netns: Namespaces, bridge:
     assert addresses("eth1", ns) == {"198.18.2.5/24", "2001:db8:2::5/64"}
 
 
-def test_different_spec_on_same_endpoint_is_a_conflict(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
+def test_different_spec_on_same_endpoint_is_a_conflict(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
     ns = netns.new()
     daemon.cli("bridge", "add", bridge)
     daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.3.5/24")
@@ -82,7 +97,9 @@ def test_different_spec_on_same_endpoint_is_a_conflict(daemon: Daemon, netns: Na
     assert open(os.path.join(daemon.state_dir, "state.json")).read() == state_before
 
 
-def test_detach_removes_exactly_what_attach_made(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
+def test_detach_removes_exactly_what_attach_made(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
     ns = netns.new()
     daemon.cli("bridge", "add", bridge)
     ep = daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.4.5/24", "--ifname", "eth1")
@@ -126,7 +143,9 @@ def test_routes_add_and_delete(daemon: Daemon, netns: Namespaces, bridge: str) -
     assert daemon.cli("route", "del", "netns:nosuchns", "198.19.6.0/24")[0] == 3
 
 
-def test_gateway_outside_the_subnet_gets_an_onlink_route(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
+def test_gateway_outside_the_subnet_gets_an_onlink_route(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
     ns = netns.new()
     daemon.cli("bridge", "add", bridge)
     daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.7.5/32@198.18.7.1")
@@ -152,7 +171,9 @@ def test_pid_and_path_guests(daemon: Daemon, netns: Namespaces, bridge: str) -> 
         ep = daemon.cli_json("attach", bridge, f"pid:{pid}", "198.18.8.5/24", "--ifname", "p0")
         assert ep["guest"] == f"pid:{pid}"
         assert addresses("p0", ns) == {"198.18.8.5/24"}
-        ep2 = daemon.cli_json("attach", bridge, f"/run/netns/{ns}", "198.18.8.6/24", "--ifname", "p1")
+        ep2 = daemon.cli_json(
+            "attach", bridge, f"/run/netns/{ns}", "198.18.8.6/24", "--ifname", "p1"
+        )
         assert ep2["guest"] == f"netns:{ns}"  # canonical form
         assert addresses("p1", ns) == {"198.18.8.6/24"}
         daemon.cli_json("detach", f"/proc/{pid}/ns/net")
@@ -171,15 +192,17 @@ def test_vlan_on_linux_bridge_fails_cleanly_without_vlan_filtering(
         pytest.skip("this kernel has bridge VLAN filtering; the failure path cannot be shown here")
     ns = netns.new()
     daemon.cli("bridge", "add", bridge)
-    links_before = {l["ifname"] for l in __import__("fixtures.host", fromlist=["ip_json"]).ip_json("link")}
-    rc, out, err = daemon.cli("--json", "attach", bridge, f"netns:{ns}", "198.18.9.5/24", "--vlan", "10")
+    links_before = {x["ifname"] for x in ip_json("link")}
+    rc, out, err = daemon.cli(
+        "--json", "attach", bridge, f"netns:{ns}", "198.18.9.5/24", "--vlan", "10"
+    )
     assert rc == 4
     doc = json.loads(out)["error"]
     assert doc["code"] == "FAILED_PRECONDITION"
     assert doc["reason"] == "kernel-feature-missing"
     assert doc["field"] == "spec.vlan"
     assert "VLAN filtering" in err
-    links_after = {l["ifname"] for l in __import__("fixtures.host", fromlist=["ip_json"]).ip_json("link")}
+    links_after = {x["ifname"] for x in ip_json("link")}
     assert links_after == links_before
     assert link("eth1", ns) is None
     assert daemon.cli_json("ls")["endpoints"] == [] or all(
@@ -206,7 +229,9 @@ def test_bridge_lifecycle_and_adoption(daemon: Daemon, netns: Namespaces, bridge
     # adopted: a bridge made by someone else is never deleted
     run("ip", "link", "add", bridge, "type", "bridge")
     run("ip", "addr", "add", "198.18.10.1/24", "dev", bridge)
-    b = daemon.cli_json("bridge", "add", bridge, "--address", "198.18.10.1/24", "--address", "198.18.11.1/24")
+    b = daemon.cli_json(
+        "bridge", "add", bridge, "--address", "198.18.10.1/24", "--address", "198.18.11.1/24"
+    )
     assert b["owned"] is False
     assert addresses(bridge) == {"198.18.10.1/24", "198.18.11.1/24"}
     assert daemon.cli_json("bridge", "del", bridge) == {"existed": True, "deleted_link": False}
@@ -214,7 +239,9 @@ def test_bridge_lifecycle_and_adoption(daemon: Daemon, netns: Namespaces, bridge
     assert addresses(bridge) == {"198.18.10.1/24"}  # only what netplumb added is gone
 
 
-def test_attach_to_an_existing_unknown_bridge_adopts_it(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
+def test_attach_to_an_existing_unknown_bridge_adopts_it(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
     run("ip", "link", "add", bridge, "type", "bridge")
     run("ip", "link", "set", bridge, "up")
     ns = netns.new()
@@ -226,7 +253,9 @@ def test_attach_to_an_existing_unknown_bridge_adopts_it(daemon: Daemon, netns: N
     assert link(bridge) is not None
 
 
-def test_unknown_bridge_and_missing_namespace(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
+def test_unknown_bridge_and_missing_namespace(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
     ns = netns.new()
     rc, _, err = daemon.cli("attach", bridge, f"netns:{ns}", "198.18.13.5/24")
     assert rc == 3 and "bridge add" in err
