@@ -177,7 +177,7 @@ class Engine:
                     hint=f"delete it first with 'netplumb bridge del {want.name}'",
                 )
             seen = self.netlink.observe_bridge(want.name)
-            ops, owned = plan.plan_bridge(want, seen, existing)
+            ops, owned = plan.plan_bridge(want, seen, existing, self.store.agent_id)
             if existing is not None:
                 owned = existing.owned
             foreign = () if owned else tuple(a for a in seen.addresses if a in want.addresses)
@@ -209,7 +209,7 @@ class Engine:
                     hint="detach them first ('netplumb ls' lists them)",
                 )
             seen = self.netlink.observe_bridge(name)
-            ops = plan.plan_bridge_delete(record, seen)
+            ops = plan.plan_bridge_delete(record, seen, self.store.agent_id)
             self._apply(ops, None, rollback=False, what=f"bridge {name}")
             self.store.delete_bridge(name)
             deleted = any(type(op).__name__ == "DeleteLink" for op in ops)
@@ -322,7 +322,7 @@ class Engine:
         handle = self._open_if_same(record)
         try:
             seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
-            ops = plan.plan_detach(record, seen)
+            ops = plan.plan_detach(record, seen, self.store.agent_id)
             self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
         finally:
             if handle is not None:
@@ -381,7 +381,7 @@ class Engine:
     def add_route(self, guest: GuestRef, ifname: str, route: RouteSpec) -> EndpointView:
         with self._locks.guest(guest.key):
             record = self.find(guest, ifname)
-            current = plan.desired_endpoint(record).routes
+            current = plan.endpoint_routes(record)
             if any(
                 r.destination == route.destination and r.metric == route.metric for r in current
             ):
@@ -448,7 +448,7 @@ class Engine:
             with self._locks.bridge(name).write():
                 try:
                     seen = self.netlink.observe_bridge(name)
-                    ops, _ = plan.plan_bridge(bridge.spec, seen, bridge)
+                    ops, _ = plan.plan_bridge(bridge.spec, seen, bridge, self.store.agent_id)
                     if ops:
                         d = Drift("bridge", name, "bridge differs from its spec", _strs(ops))
                         drift.append(d)
@@ -471,8 +471,11 @@ class Engine:
         with self._inflight_mu:
             busy = set(self._inflight)
         for name, kind, alias in self.netlink.tagged_host_links():
-            eid = naming.parse_endpoint_alias(alias)
-            if eid is None or eid in known or eid in busy or kind != "veth":
+            parsed = naming.parse_endpoint_alias(alias)
+            if parsed is None or kind != "veth":
+                continue
+            eid, owner = parsed
+            if owner != self.store.agent_id or eid in known or eid in busy:
                 continue
             d = Drift(
                 "orphan", name, f"veth {name} is tagged for endpoint {eid}, which has no record"
@@ -518,7 +521,9 @@ class Engine:
 
     def _plan_endpoint(self, record: EndpointRecord, handle: NetnsHandle) -> tuple[Op, ...]:
         seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
-        return plan.plan_endpoint(plan.desired_endpoint(record), seen, self.features)
+        return plan.plan_endpoint(
+            plan.desired_endpoint(record, self.store.agent_id), seen, self.features
+        )
 
     def _open_if_same(self, record: EndpointRecord) -> NetnsHandle | None:
         """Open the guest's namespace, or None when it is gone -- or, for a

@@ -34,6 +34,7 @@ from .core.model import (
     GuestRef,
     RouteSpec,
 )
+from .core.naming import new_agent_id
 from .errors import InternalError
 
 SCHEMA_VERSION = 1
@@ -44,6 +45,8 @@ class Store(Protocol):
     """Desired state. Reads return snapshots; each write is durable when it
     returns. Deleting a missing key is a no-op."""
 
+    @property
+    def agent_id(self) -> str: ...
     def bridges(self) -> Mapping[str, BridgeRecord]: ...
     def endpoints(self) -> Mapping[str, EndpointRecord]: ...
     def put_bridge(self, record: BridgeRecord) -> None: ...
@@ -62,7 +65,19 @@ class FileStore:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self._bridges: dict[str, BridgeRecord] = {}
         self._endpoints: dict[str, EndpointRecord] = {}
+        self._agent_id = ""
         self._load()
+        if not self._agent_id:
+            self._agent_id = new_agent_id()
+            with self._lock:
+                self._flush()
+
+    @property
+    def agent_id(self) -> str:
+        """This agent's identity, made once and kept: part of every ownership
+        tag, so several agents sharing a namespace never collect each
+        other's objects."""
+        return self._agent_id
 
     @property
     def path(self) -> str:
@@ -114,6 +129,7 @@ class FileStore:
                 hint="run the netplumbd version that wrote it",
             )
         try:
+            self._agent_id = str(doc.get("agent_id", ""))
             for item in doc.get("bridges", []):
                 rec = bridge_from_json(item)
                 self._bridges[rec.spec.name] = rec
@@ -126,6 +142,7 @@ class FileStore:
     def _flush(self) -> None:
         doc = {
             "version": SCHEMA_VERSION,
+            "agent_id": self._agent_id,
             "bridges": [bridge_to_json(b) for _, b in sorted(self._bridges.items())],
             "endpoints": [endpoint_to_json(e) for _, e in sorted(self._endpoints.items())],
         }

@@ -13,6 +13,7 @@ from ..core.model import (
     GuestRef,
     RouteSpec,
 )
+from ..core.plan import endpoint_routes
 from ..engine import DEGRADED, GUEST_MISSING, BridgeView, Drift, EndpointView
 from ..errors import InvalidSpec, Unimplemented
 
@@ -106,11 +107,9 @@ def route_out(r: RouteSpec) -> pb.Route:
 
 
 def endpoint_out(v: EndpointView) -> pb.Endpoint:
-    from ..core.plan import desired_endpoint
-
     rec = v.record
     s = rec.spec
-    routes = desired_endpoint(rec).routes
+    routes = endpoint_routes(rec)
     return pb.Endpoint(
         spec=pb.EndpointSpec(
             bridge=s.bridge,

@@ -143,6 +143,7 @@ class DesiredEndpoint:
     """Everything the planner needs to build one endpoint, fully resolved."""
 
     id: str
+    alias: str  # ownership tag of both veth ends
     bridge: str
     ifname: str
     host_ifname: str

@@ -44,22 +44,31 @@ def pipework_mac(seed: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
-def endpoint_alias(endpoint_id: str) -> str:
-    """Alias put on both veth ends of an endpoint."""
-    return f"{TAG}:ep:{endpoint_id}"
+def endpoint_alias(endpoint_id: str, agent_id: str) -> str:
+    """Alias put on both veth ends of an endpoint: the endpoint and the agent
+    that owns it (several agents may share a host namespace, e.g. in tests;
+    each collects only its own leftovers)."""
+    return f"{TAG}:ep:{endpoint_id}:{agent_id}"
 
 
-def bridge_alias(name: str) -> str:
+def bridge_alias(agent_id: str) -> str:
     """Alias put on a bridge netplumb created (adopted bridges keep theirs)."""
-    return f"{TAG}:br:{name}"
+    return f"{TAG}:br:{agent_id}"
 
 
-def parse_endpoint_alias(alias: str) -> str | None:
-    """The endpoint id in an alias made by ``endpoint_alias``, else None."""
-    prefix = f"{TAG}:ep:"
-    if alias.startswith(prefix) and len(alias) == len(prefix) + 16:
-        return alias[len(prefix) :]
+def parse_endpoint_alias(alias: str) -> tuple[str, str] | None:
+    """(endpoint id, agent id) of an alias made by ``endpoint_alias``."""
+    parts = alias.split(":")
+    if len(parts) == 4 and parts[0] == TAG and parts[1] == "ep" and len(parts[2]) == 16:
+        return parts[2], parts[3]
     return None
+
+
+def new_agent_id() -> str:
+    """A random id for a new agent's state (8 hex digits)."""
+    import secrets
+
+    return secrets.token_hex(4)
 
 
 def is_ours(alias: str) -> bool:

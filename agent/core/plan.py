@@ -52,8 +52,8 @@ VLAN_FILTERING_HINT = (
 )
 
 
-def desired_endpoint(record: EndpointRecord) -> DesiredEndpoint:
-    """Resolve a stored endpoint into what must exist on the host.
+def endpoint_routes(record: EndpointRecord) -> tuple[RouteSpec, ...]:
+    """Every route an endpoint puts in its guest.
 
     Each gateway becomes the default route of its family; a gateway outside
     every address's subnet first gets an on-link host route, as pipework did
@@ -69,8 +69,15 @@ def desired_endpoint(record: EndpointRecord) -> DesiredEndpoint:
         routes.append(RouteSpec(destination=default, via=gw))
     routes.extend(spec.routes)
     routes.extend(record.extra_routes)
+    return tuple(routes)
+
+
+def desired_endpoint(record: EndpointRecord, agent_id: str) -> DesiredEndpoint:
+    """Resolve a stored endpoint into what must exist on the host."""
+    spec = record.spec
     return DesiredEndpoint(
         id=record.id,
+        alias=naming.endpoint_alias(record.id, agent_id),
         bridge=spec.bridge,
         ifname=spec.ifname,
         host_ifname=record.host_ifname,
@@ -78,7 +85,7 @@ def desired_endpoint(record: EndpointRecord) -> DesiredEndpoint:
         mtu=record.mtu,
         vlan=spec.vlan,
         addresses=spec.addresses,
-        routes=tuple(routes),
+        routes=endpoint_routes(record),
     )
 
 
@@ -99,7 +106,7 @@ def plan_endpoint(
 ) -> tuple[Op, ...]:
     """Operations that make the host match ``want``."""
     check_endpoint_features(want.vlan, features)
-    alias = naming.endpoint_alias(want.id)
+    alias = want.alias
     host, guest = seen.host, seen.guest
     if host is not None and host.alias != alias:
         raise Conflict(
@@ -141,7 +148,7 @@ def _plan_fresh(
             guest_ifname=want.ifname,
             mac=want.mac,
             mtu=want.mtu,
-            alias=naming.endpoint_alias(want.id),
+            alias=want.alias,
         )
     )
     ops.append(SetMaster(want.host_ifname, want.bridge))
@@ -192,11 +199,11 @@ def _plan_update(
     return tuple(ops)
 
 
-def plan_detach(record: EndpointRecord, seen: ObservedEndpoint) -> tuple[Op, ...]:
+def plan_detach(record: EndpointRecord, seen: ObservedEndpoint, agent_id: str) -> tuple[Op, ...]:
     """Remove what attach made. Deleting one veth end deletes both, and with
     the guest end go its addresses and routes. Objects not tagged for this
     endpoint are left alone."""
-    alias = naming.endpoint_alias(record.id)
+    alias = naming.endpoint_alias(record.id, agent_id)
     if seen.host is not None and seen.host.alias == alias:
         return (DeleteLink(Where.HOST, record.host_ifname),)
     if seen.guest is not None and seen.guest.alias == alias:
@@ -205,7 +212,7 @@ def plan_detach(record: EndpointRecord, seen: ObservedEndpoint) -> tuple[Op, ...
 
 
 def plan_bridge(
-    spec: BridgeSpec, seen: ObservedBridge, record: BridgeRecord | None
+    spec: BridgeSpec, seen: ObservedBridge, record: BridgeRecord | None, agent_id: str
 ) -> tuple[tuple[Op, ...], bool]:
     """Operations that make the bridge exist as specified, and whether
     netplumb owns it (created it, now or before)."""
@@ -217,7 +224,7 @@ def plan_bridge(
                 f"bridge {spec.name} was adopted by netplumb and no longer exists",
                 hint=f"recreate it, or 'netplumb bridge del {spec.name}' to forget it",
             )
-        ops: list[Op] = [CreateBridge(spec.name, spec.mtu, naming.bridge_alias(spec.name))]
+        ops: list[Op] = [CreateBridge(spec.name, spec.mtu, naming.bridge_alias(agent_id))]
         ops.extend(AddAddress(Where.HOST, spec.name, a) for a in spec.addresses)
         ops.append(SetUp(Where.HOST, spec.name))
         return tuple(ops), True
@@ -227,7 +234,7 @@ def plan_bridge(
             field="spec.name",
             hint="choose another bridge name",
         )
-    owned = seen.alias == naming.bridge_alias(spec.name)
+    owned = seen.alias == naming.bridge_alias(agent_id)
     out: list[Op] = []
     if spec.mtu and seen.mtu != spec.mtu:
         out.append(SetMtu(Where.HOST, spec.name, spec.mtu))
@@ -244,13 +251,13 @@ def plan_bridge_vlan(seen: ObservedBridge) -> tuple[Op, ...]:
     return () if seen.vlan_filtering else (SetBridgeVlanFiltering(seen.name),)
 
 
-def plan_bridge_delete(record: BridgeRecord, seen: ObservedBridge) -> tuple[Op, ...]:
+def plan_bridge_delete(record: BridgeRecord, seen: ObservedBridge, agent_id: str) -> tuple[Op, ...]:
     """An owned bridge is deleted; an adopted one only loses the addresses
     netplumb added to it."""
     if not seen.exists:
         return ()
     if record.owned:
-        if seen.alias != naming.bridge_alias(record.spec.name):
+        if seen.alias != naming.bridge_alias(agent_id):
             return ()  # someone replaced it with their own: not ours to delete
         return (DeleteLink(Where.HOST, record.spec.name),)
     return tuple(

@@ -168,19 +168,25 @@ def test_injected_failure_rolls_back(netns: Namespaces, bridges: list[str]) -> N
         d.stop()
 
 
-def test_tagged_orphan_is_collected_untagged_is_left(
+def test_own_tagged_orphan_is_collected_others_are_left(
     own_daemon: Daemon, netns: Namespaces, bridges: list[str]
 ) -> None:
-    orphan, foreign = unique("npo"), unique("npf")
-    bridges.extend([orphan, foreign])
-    run("ip", "link", "add", orphan, "type", "veth", "peer", "name", orphan + "p")
-    run("ip", "link", "set", orphan, "alias", "netplumb:ep:0123456789abcdef")
-    run("ip", "link", "add", foreign, "type", "veth", "peer", "name", foreign + "p")
-    run("ip", "link", "set", foreign, "alias", "somebody-else")
+    """Only veths tagged by this agent are collected: not untagged ones, and
+    not those of another agent sharing the namespace."""
+    agent = json.load(open(os.path.join(own_daemon.state_dir, "state.json")))["agent_id"]
+    orphan, foreign, other_agent = unique("npo"), unique("npf"), unique("npa")
+    bridges.extend([orphan, foreign, other_agent])
+    for name, alias in (
+        (orphan, f"netplumb:ep:0123456789abcdef:{agent}"),
+        (foreign, "somebody-else"),
+        (other_agent, "netplumb:ep:0123456789abcdef:ffffffff"),
+    ):
+        run("ip", "link", "add", name, "type", "veth", "peer", "name", name + "p")
+        run("ip", "link", "set", name, "alias", alias)
     rc, out, _ = own_daemon.cli("--json", "check")
     assert rc == 6
     assert [d["name"] for d in json.loads(out)["drift"]] == [orphan]
     res = own_daemon.cli_json("reconcile")
     assert [d["name"] for d in res["collected"]] == [orphan]
     assert link(orphan) is None
-    assert link(foreign) is not None
+    assert link(foreign) is not None and link(other_agent) is not None
