@@ -9,7 +9,7 @@ PROTO  := proto/netplumb/v1/agent.proto
 setup:                     ## install system packages and the virtualenv
 	deploy/setup-dev.sh
 
-test:                      ## the whole test suite (what CI runs)
+test: check                ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
 unit:

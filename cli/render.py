@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-from google.protobuf.json_format import MessageToDict
 from netplumb.v1 import agent_pb2 as pb
 
 _STATES = {
@@ -21,6 +20,10 @@ _KINDS = {
 
 
 def to_dict(msg: Any) -> dict[str, Any]:
+    # Imported here: json_format costs tens of milliseconds at start-up, and
+    # only --json needs it.
+    from google.protobuf.json_format import MessageToDict
+
     out: dict[str, Any] = MessageToDict(
         msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )

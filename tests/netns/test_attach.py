@@ -264,3 +264,49 @@ def test_unknown_bridge_and_missing_namespace(
     assert rc == 3 and "does not exist" in err
     assert link(bridge) is not None
     assert daemon.client().list_endpoints(bridge=bridge) == []
+
+
+def test_attach_announces_addresses_without_waiting(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
+    """A gratuitous ARP and an unsolicited neighbour advertisement for the new
+    guest's addresses reach a guest already on the bridge."""
+    import subprocess
+
+    a, b = netns.new(), netns.new()
+    daemon.cli("bridge", "add", bridge)
+    daemon.cli_json("attach", bridge, f"netns:{a}", "198.18.14.10/24", "2001:db8:14::10/64")
+    capture = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            a,
+            "tcpdump",
+            "-l",
+            "-n",
+            "-e",
+            "-v",
+            "-i",
+            "eth1",
+            "-c",
+            "2",
+            "(arp and host 198.18.14.11) or (icmp6 and ip6[40] == 136 and src host 2001:db8:14::11)",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # tcpdump prints "listening on" to stderr once the capture is armed
+        assert capture.stderr is not None
+        capture.stderr.readline()
+        ep = daemon.cli_json(
+            "attach", bridge, f"netns:{b}", "198.18.14.11/24", "2001:db8:14::11/64"
+        )
+        out, _ = capture.communicate(timeout=10)
+    finally:
+        capture.kill()
+    assert ep["mac"] in out
+    assert "198.18.14.11" in out  # gratuitous ARP
+    assert "neighbor advertisement" in out and "2001:db8:14::11" in out
