@@ -124,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.set_serving()
     log.info("netplumbd %s ready (state in %s)", __version__, store.path)
 
+    from .sdnotify import notify, start_watchdog
+
     stop = threading.Event()
+    notify(f"READY=1\nSTATUS=serving on {cfg.socket}\nMAINPID={os.getpid()}")
+    start_watchdog(stop)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info(
@@ -136,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
+    notify("STOPPING=1")
     server.stop()
     driver.close()
     log.info("stopped")
