@@ -3,9 +3,11 @@
 Format: one JSON document, ``state.json`` under the state dir, rewritten
 whole on every change: written to a temporary file, fsync'd, renamed over the
 old one, and the directory fsync'd. A crash leaves either the old or the new
-document, never a torn one. Why JSON: the state of a host is small (1000
-endpoints is a few hundred kB), an operator can read it with ``jq`` during an
-incident, and it needs no dependency; see ARCHITECTURE.md.
+document, never a torn one. The document holds one record (bridge,
+endpoint) per line, keys sorted, so a diff of two states shows the records
+that changed. Why JSON: the state of a host is small (1000 endpoints is a few
+hundred kB), an operator can read it with ``jq`` during an incident, and it
+needs no dependency; see ARCHITECTURE.md.
 
 The store only holds what callers asked for plus the values the agent
 resolved once (MAC, MTU, namespace identity); everything observable is
@@ -17,6 +19,8 @@ implementation whose shared parts live in etcd.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import ipaddress
 import json
 import os
@@ -56,7 +60,18 @@ class Store(Protocol):
 
 
 class FileStore:
-    """``Store`` in one atomically replaced JSON file."""
+    """``Store`` in one atomically replaced JSON file.
+
+    Each record is encoded once, when it is put (compact, sorted keys, by the
+    C encoder), and kept next to the record; a flush only joins the cached
+    lines, so its cost is a copy of the document, not a re-encode of every
+    record. The document has one record per line (``jq``- and diff-friendly)
+    and the same keys as ever; files written with ``indent=1`` load too.
+
+    Writes are copy-on-write: the new state is built aside, flushed, and only
+    swapped in once the flush succeeded, so a failed write (its ``OSError``
+    propagates unchanged) leaves the store serving the old, durable state.
+    """
 
     def __init__(self, state_dir: str) -> None:
         self._dir = state_dir
@@ -65,12 +80,16 @@ class FileStore:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self._bridges: dict[str, BridgeRecord] = {}
         self._endpoints: dict[str, EndpointRecord] = {}
+        # The encoded line of each record, by the same keys as above.
+        self._bridge_lines: dict[str, bytes] = {}
+        self._endpoint_lines: dict[str, bytes] = {}
         self._agent_id = ""
         self._load()
         if not self._agent_id:
-            self._agent_id = new_agent_id()
+            agent_id = new_agent_id()
             with self._lock:
-                self._flush()
+                self._write(_render(agent_id, self._bridge_lines, self._endpoint_lines))
+            self._agent_id = agent_id
 
     @property
     def agent_id(self) -> str:
@@ -92,24 +111,41 @@ class FileStore:
             return dict(self._endpoints)
 
     def put_bridge(self, record: BridgeRecord) -> None:
+        name = record.spec.name
+        line = _encode(bridge_to_json(record))
         with self._lock:
-            self._bridges[record.spec.name] = record
-            self._flush()
+            lines = {**self._bridge_lines, name: line}
+            self._write(_render(self._agent_id, lines, self._endpoint_lines))
+            self._bridge_lines = lines
+            self._bridges[name] = record
 
     def delete_bridge(self, name: str) -> None:
         with self._lock:
-            if self._bridges.pop(name, None) is not None:
-                self._flush()
+            if name not in self._bridges:
+                return
+            lines = dict(self._bridge_lines)
+            del lines[name]
+            self._write(_render(self._agent_id, lines, self._endpoint_lines))
+            self._bridge_lines = lines
+            del self._bridges[name]
 
     def put_endpoint(self, record: EndpointRecord) -> None:
+        line = _encode(endpoint_to_json(record))
         with self._lock:
+            lines = {**self._endpoint_lines, record.id: line}
+            self._write(_render(self._agent_id, self._bridge_lines, lines))
+            self._endpoint_lines = lines
             self._endpoints[record.id] = record
-            self._flush()
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         with self._lock:
-            if self._endpoints.pop(endpoint_id, None) is not None:
-                self._flush()
+            if endpoint_id not in self._endpoints:
+                return
+            lines = dict(self._endpoint_lines)
+            del lines[endpoint_id]
+            self._write(_render(self._agent_id, self._bridge_lines, lines))
+            self._endpoint_lines = lines
+            del self._endpoints[endpoint_id]
 
     def _load(self) -> None:
         try:
@@ -122,44 +158,116 @@ class FileStore:
                 f"cannot read the state file {self._path}: {e}",
                 hint="restore it from a backup, or move it away to start with an empty state",
             ) from e
+        if not isinstance(doc, dict):
+            raise InternalError(
+                f"state file {self._path} is malformed: the document is a JSON "
+                f"{_json_type(doc)}, not an object",
+                hint="restore it from a backup, or move it away to start with an empty state",
+            )
         if doc.get("version") != SCHEMA_VERSION:
             raise InternalError(
                 f"state file {self._path} has schema version {doc.get('version')!r}; "
                 f"this netplumbd understands {SCHEMA_VERSION}",
                 hint="run the netplumbd version that wrote it",
             )
+        agent_id = doc.get("agent_id", "")
+        if not isinstance(agent_id, str):
+            raise InternalError(
+                f"state file {self._path} is malformed: agent_id is a JSON "
+                f"{_json_type(agent_id)}, not a string"
+            )
         try:
-            self._agent_id = str(doc.get("agent_id", ""))
-            for item in doc.get("bridges", []):
+            for item in _array(doc, "bridges"):
                 rec = bridge_from_json(item)
                 self._bridges[rec.spec.name] = rec
-            for item in doc.get("endpoints", []):
+            for item in _array(doc, "endpoints"):
                 ep = endpoint_from_json(item)
                 self._endpoints[ep.id] = ep
         except (KeyError, TypeError, ValueError) as e:
             raise InternalError(f"state file {self._path} is malformed: {e!r}") from e
+        # Encoded from the records, not copied from the file: a file with
+        # defaulted (absent) fields is written back whole.
+        self._bridge_lines = {k: _encode(bridge_to_json(r)) for k, r in self._bridges.items()}
+        self._endpoint_lines = {k: _encode(endpoint_to_json(r)) for k, r in self._endpoints.items()}
+        self._agent_id = agent_id
 
-    def _flush(self) -> None:
-        doc = {
-            "version": SCHEMA_VERSION,
-            "agent_id": self._agent_id,
-            "bridges": [bridge_to_json(b) for _, b in sorted(self._bridges.items())],
-            "endpoints": [endpoint_to_json(e) for _, e in sorted(self._endpoints.items())],
-        }
-        data = json.dumps(doc, indent=1, sort_keys=True).encode()
+    def _write(self, data: bytes) -> None:
+        """Replace the state file with ``data``, atomically and durably: a
+        temporary file, written whole and fsync'd, renamed over the old one,
+        then the directory fsync'd. Raises ``OSError`` (the temporary file
+        removed) if any step before the rename fails."""
         tmp = self._path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         dfd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written; a write that makes no
+    progress is an error, never a silently short file."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(
+                errno.EIO, f"short write: {len(data) - len(view)} of {len(data)} bytes written"
+            )
+        view = view[n:]
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    """One record, one line: compact, sorted keys, ASCII (the C encoder)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _render(agent_id: str, bridges: Mapping[str, bytes], endpoints: Mapping[str, bytes]) -> bytes:
+    """The state document from the encoded records, one record per line, in
+    key order (stable diffs)."""
+
+    def array(name: bytes, lines: Mapping[str, bytes]) -> list[bytes]:
+        if not lines:
+            return [b'"%s":[]' % name]
+        return [b'"%s":[\n' % name, b",\n".join([lines[k] for k in sorted(lines)]), b"\n]"]
+
+    head = b'{\n"version":%d,\n"agent_id":%s,\n' % (SCHEMA_VERSION, json.dumps(agent_id).encode())
+    return b"".join(
+        [head, *array(b"bridges", bridges), b",\n", *array(b"endpoints", endpoints), b"\n}\n"]
+    )
+
+
+def _array(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise TypeError(f"{key} is a JSON {_json_type(value)}, not an array")
+    return value
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 # ------------------------------------------------------------------ codec
