@@ -42,7 +42,7 @@ demo:                      ## two namespaces on a bridge, ping across, clean up
 	deploy/demo.sh
 
 bench:                     ## benchmarks (on demand; prints figures)
-	$(PY) -m pytest -q -s tests/bench -p no:timeout
+	$(PY) -m pytest -q -s tests/bench --timeout=0
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 from .core import naming, plan, spec
@@ -31,7 +31,7 @@ from .core.model import (
 )
 from .core.ops import Op, undo
 from .drivers.netlink import NetlinkDriver
-from .drivers.netns import NetnsHandle, netns_ident, open_netns
+from .drivers.netns import NetnsHandle, host_ident, netns_ident, open_netns
 from .errors import (
     Conflict,
     InvalidSpec,
@@ -224,6 +224,30 @@ class Engine:
         count = sum(1 for e in self.store.endpoints().values() if e.spec.bridge == record.spec.name)
         return BridgeView(record=record, present=seen.exists, mtu=seen.mtu, endpoint_count=count)
 
+    def _bridge_mtu(self, name: str) -> int:
+        return self.netlink.observe_bridge(name, addresses=False).mtu or 1500
+
+    def _check_route_overlap(self, record: EndpointRecord) -> None:
+        """Two endpoints of one guest must not both own a route: they would
+        take it from each other on every reconcile."""
+        mine = {(r.destination, r.metric): r for r in plan.endpoint_routes(record)}
+        for other in self.store.endpoints().values():
+            if other.id == record.id or other.guest != record.guest:
+                continue
+            for r in plan.endpoint_routes(other):
+                if (r.destination, r.metric) in mine:
+                    what = (
+                        "default route"
+                        if r.destination.prefixlen == 0
+                        else f"route to {r.destination}"
+                    )
+                    raise Conflict(
+                        f"{record.guest} already has a {what} through {other.ifname} "
+                        "(another netplumb endpoint)",
+                        field="spec.gateways" if r.destination.prefixlen == 0 else "spec.routes",
+                        hint="give the gateway or route to one interface only, or use another metric",
+                    )
+
     def _bridge_for_attach(self, name: str) -> BridgeRecord:
         record = self.store.bridges().get(name)
         if record is not None:
@@ -247,7 +271,7 @@ class Engine:
         eid = naming.endpoint_id(want.guest, want.ifname)
         with self._locks.guest(want.guest.key), self._claim(eid):
             bridge = self._bridge_for_attach(want.bridge)
-            with self._locks.bridge(want.bridge).read():
+            with self._locks.bridge(want.bridge).read(), ExitStack() as stack:
                 if bridge.spec.kind is BridgeKind.OVS:  # pragma: no cover - not creatable yet
                     raise Unimplemented("endpoints on OVS bridges are not implemented")
                 plan.check_endpoint_features(want.vlan, self.features)
@@ -268,28 +292,39 @@ class Engine:
                             field="spec.host_ifname",
                         )
                 handle = open_netns(guest_path(want.guest), "spec.guest")
-                try:
-                    if existing is None:
-                        mtu = want.mtu or self.netlink.observe_bridge(want.bridge).mtu or 1500
-                        record = EndpointRecord(
-                            spec=want,
-                            id=eid,
-                            host_ifname=host_ifname,
-                            mac=want.mac or naming.stable_mac(eid),
-                            mtu=mtu,
-                            netns_id=handle.ident,
-                            netns_path=handle.path,
+                stack.callback(handle.close)
+                if handle.ident == host_ident():
+                    raise InvalidSpec(
+                        f"{want.guest} is the host's own network namespace",
+                        field="spec.guest",
+                        hint="name the guest's namespace (netns:NAME, or pid:PID of a process in it)",
+                    )
+                stack.enter_context(self.netlink.scope(handle))
+                if existing is None:
+                    mtu = want.mtu or self._bridge_mtu(want.bridge)
+                    if mtu < spec.IPV6_MIN_MTU and _has_ipv6(want):
+                        raise InvalidSpec(
+                            f"bridge {want.bridge} has MTU {mtu}, below {spec.IPV6_MIN_MTU}, "
+                            "the minimum for IPv6",
+                            field="spec.mtu",
+                            hint="give --mtu 1280 or more, or raise the bridge's MTU",
                         )
-                    else:
-                        record = replace(existing, netns_id=handle.ident, netns_path=handle.path)
-                    ops = self._plan_endpoint(record, handle)
-                    self._apply(ops, handle, rollback=existing is None, what=f"endpoint {eid}")
-                    if record != existing:
-                        self._store_or_rollback(
-                            lambda: self.store.put_endpoint(record), ops, handle
-                        )
-                finally:
-                    handle.close()
+                    record = EndpointRecord(
+                        spec=want,
+                        id=eid,
+                        host_ifname=host_ifname,
+                        mac=want.mac or naming.stable_mac(eid),
+                        mtu=mtu,
+                        netns_id=handle.ident,
+                        netns_path=handle.path,
+                    )
+                else:
+                    record = replace(existing, netns_id=handle.ident, netns_path=handle.path)
+                self._check_route_overlap(record)
+                ops = self._plan_endpoint(record, handle)
+                self._apply(ops, handle, rollback=existing is None, what=f"endpoint {eid}")
+                if record != existing:
+                    self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
             if ops:
                 log.info(
                     "endpoint %s attached: %s %s on bridge %s (%d ops)",
@@ -319,14 +354,10 @@ class Engine:
         return done
 
     def _detach_one(self, record: EndpointRecord) -> None:
-        handle = self._open_if_same(record)
-        try:
+        with self._guest_scope(record) as handle:
             seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
             ops = plan.plan_detach(record, seen, self.store.agent_id)
             self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
-        finally:
-            if handle is not None:
-                handle.close()
         self.store.delete_endpoint(record.id)
         log.info("endpoint %s detached: %s %s", record.id, record.guest, record.ifname)
 
@@ -381,6 +412,12 @@ class Engine:
     def add_route(self, guest: GuestRef, ifname: str, route: RouteSpec) -> EndpointView:
         with self._locks.guest(guest.key):
             record = self.find(guest, ifname)
+            if route.family == 6 and record.mtu < spec.IPV6_MIN_MTU:
+                raise InvalidSpec(
+                    f"{guest} {record.ifname} has MTU {record.mtu}, below {spec.IPV6_MIN_MTU}: "
+                    "it cannot carry IPv6 routes",
+                    field="route",
+                )
             current = plan.endpoint_routes(record)
             if any(
                 r.destination == route.destination and r.metric == route.metric for r in current
@@ -417,18 +454,16 @@ class Engine:
             return self._replumb(record, updated)
 
     def _replumb(self, old: EndpointRecord, new: EndpointRecord) -> EndpointView:
-        handle = self._open_if_same(old)
-        if handle is None:
-            raise PreconditionFailed(
-                f"the guest {old.guest} is not running; its routes cannot change now",
-                field="guest",
-            )
-        try:
+        with self._guest_scope(old) as handle:
+            if handle is None:
+                raise PreconditionFailed(
+                    f"the guest {old.guest} is not running; its routes cannot change now",
+                    field="guest",
+                )
+            self._check_route_overlap(new)
             ops = self._plan_endpoint(new, handle)
             self._apply(ops, handle, rollback=True, what=f"endpoint {new.id}")
             self._store_or_rollback(lambda: self.store.put_endpoint(new), ops, handle)
-        finally:
-            handle.close()
         return EndpointView(new)
 
     # ------------------------------------------------- check and reconcile
@@ -491,10 +526,9 @@ class Engine:
         return drift, failed, collected
 
     def _converge_endpoint(self, record: EndpointRecord, repair: bool) -> Drift | None:
-        handle = self._open_if_same(record)
-        if handle is None:
-            return None  # guest not running: nothing can be plumbed, nothing drifts
-        try:
+        with self._guest_scope(record) as handle:
+            if handle is None:
+                return None  # guest not running: nothing can be plumbed, nothing drifts
             ops = self._plan_endpoint(record, handle)
             if not ops:
                 return None
@@ -506,8 +540,6 @@ class Engine:
                     self.store.put_endpoint(replace(record, netns_id=handle.ident))
                 log.info("endpoint %s repaired: %s", record.id, "; ".join(_strs(ops)))
             return d
-        finally:
-            handle.close()
 
     def _describe(self, record: EndpointRecord, handle: NetnsHandle) -> str:
         seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
@@ -520,10 +552,26 @@ class Engine:
     # ------------------------------------------------------------ helpers
 
     def _plan_endpoint(self, record: EndpointRecord, handle: NetnsHandle) -> tuple[Op, ...]:
-        seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
+        seen = self.netlink.observe_endpoint(
+            record.host_ifname, record.ifname, handle, record.spec.bridge
+        )
         return plan.plan_endpoint(
             plan.desired_endpoint(record, self.store.agent_id), seen, self.features
         )
+
+    @contextmanager
+    def _guest_scope(self, record: EndpointRecord) -> Iterator[NetnsHandle | None]:
+        """The guest's namespace, open and pinned, with one netlink session
+        shared by the calls inside; None when the guest is gone."""
+        handle = self._open_if_same(record)
+        if handle is None:
+            yield None
+            return
+        try:
+            with self.netlink.scope(handle):
+                yield handle
+        finally:
+            handle.close()
 
     def _open_if_same(self, record: EndpointRecord) -> NetnsHandle | None:
         """Open the guest's namespace, or None when it is gone -- or, for a
@@ -597,6 +645,10 @@ class Engine:
             "endpoints": len(eps),
             "endpoints_not_ready": not_ready,
         }
+
+
+def _has_ipv6(want: EndpointSpec) -> bool:
+    return any(a.version == 6 for a in want.addresses) or any(r.family == 6 for r in want.routes)
 
 
 def _strs(ops: tuple[Op, ...] | list[Op]) -> tuple[str, ...]:

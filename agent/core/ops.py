@@ -33,16 +33,19 @@ class CreateBridge:
 class CreateVeth:
     """A veth pair: ``host_ifname`` in the host namespace, ``guest_ifname``
     created directly inside the guest namespace (so its final name never
-    collides with anything in the host namespace)."""
+    collides with anything in the host namespace). With ``bridge`` the host
+    end is created as a port of that bridge and up."""
 
     host_ifname: str
     guest_ifname: str
     mac: str
     mtu: int
     alias: str
+    bridge: str = ""
 
     def __str__(self) -> str:
-        return f"create veth {self.host_ifname} <-> guest {self.guest_ifname} mtu {self.mtu}"
+        on = f" on bridge {self.bridge}" if self.bridge else ""
+        return f"create veth {self.host_ifname}{on} <-> guest {self.guest_ifname} mtu {self.mtu}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,12 +149,11 @@ def _plan_fresh(
             mac=want.mac,
             mtu=want.mtu,
             alias=want.alias,
+            bridge=want.bridge,
         )
     )
-    ops.append(SetMaster(want.host_ifname, want.bridge))
     if want.vlan:
         ops.append(SetPortVlan(want.host_ifname, want.vlan))
-    ops.append(SetUp(Where.HOST, want.host_ifname))
     ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in want.addresses)
     ops.append(SetUp(Where.GUEST, want.ifname))
     ops.extend(AddRoute(want.ifname, r) for r in _route_order(want.routes))
@@ -167,9 +166,11 @@ def _plan_update(
     want: DesiredEndpoint, host: ObservedLink, guest: ObservedLink, features: HostFeatures
 ) -> tuple[Op, ...]:
     ops: list[Op] = []
-    if host.master != want.bridge:
+    moved = host.master != want.bridge
+    if moved:
         ops.append(SetMaster(want.host_ifname, want.bridge))
-    if want.vlan and features.bridge_vlan_filtering and host.vlans != (want.vlan,):
+    # Joining a bridge resets a port's VLANs, so a moved port is re-tagged.
+    if want.vlan and features.bridge_vlan_filtering and (moved or host.vlans != (want.vlan,)):
         ops.append(SetPortVlan(want.host_ifname, want.vlan))
     if host.mtu != want.mtu:
         ops.append(SetMtu(Where.HOST, want.host_ifname, want.mtu))
@@ -181,8 +182,16 @@ def _plan_update(
         ops.append(SetUp(Where.HOST, want.host_ifname))
     have = {a for a in guest.addresses if not _kernel_managed(a)}
     wanted = set(want.addresses)
-    ops.extend(DelAddress(Where.GUEST, want.ifname, a) for a in _addr_order(have - wanted))
-    added = [a for a in want.addresses if a not in have]
+    removed = _addr_order(have - wanted)
+    ops.extend(DelAddress(Where.GUEST, want.ifname, a) for a in removed)
+    # Deleting a primary IPv4 address deletes the secondaries of its subnet
+    # with it (unless promote_secondaries is set): re-add the wanted ones.
+    clobbered = {
+        a
+        for a in want.addresses
+        if a.version == 4 and any(r.version == 4 and r.network.overlaps(a.network) for r in removed)
+    }
+    added = [a for a in want.addresses if a not in have or a in clobbered]
     ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in added)
     if not guest.up:
         ops.append(SetUp(Where.GUEST, want.ifname))
@@ -191,9 +200,15 @@ def _plan_update(
     for key in sorted(set(have_routes) - set(want_routes), key=str):
         r = have_routes[key]
         ops.append(DelRoute(want.ifname, RouteSpec(r.destination, r.via, r.metric)))
-    missing = [r for k, r in want_routes.items() if k not in have_routes]
-    # Addresses or links coming up can make the kernel drop routes: re-add all.
-    ops.extend(AddRoute(want.ifname, r) for r in _route_order(missing))
+    # Removing an address or bringing the link up can take routes with it
+    # (the kernel flushes the routes of a removed last address, and routes of
+    # a link that was down are gone): then every wanted route is re-added;
+    # AddRoute replaces, so re-adding a present one is harmless.
+    if removed or not guest.up:
+        again = list(want.routes)
+    else:
+        again = [r for k, r in want_routes.items() if k not in have_routes]
+    ops.extend(AddRoute(want.ifname, r) for r in _route_order(again))
     if added:
         ops.append(Announce(want.ifname, want.mac, want.addresses))
     return tuple(ops)

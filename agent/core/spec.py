@@ -47,6 +47,18 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _no_scope_id(value: str, field: str) -> None:
+    """Refuse an IPv6 scope id ("fe80::1%eth0"): ipaddress keeps it, but the
+    kernel stores the address without it, so the stored value would never
+    equal the observed one."""
+    if "%" in value:
+        raise InvalidSpec(
+            f"{field} {_show(value)} has an IPv6 scope id ('%...'), which the kernel ignores",
+            field=field,
+            hint="drop the '%' and what follows; netplumb knows which interface it means",
+        )
+
+
 def ifname(value: str, field: str) -> str:
     """A Linux interface name: 1..15 bytes of [A-Za-z0-9_.-], not starting
     with a punctuation character."""
@@ -85,6 +97,16 @@ def guest(value: str, field: str = "guest") -> GuestRef:
         return GuestRef(GuestKind.NETNS, _netns_name(rest, field))
     if kind == "pid":
         return GuestRef(GuestKind.PID, str(_pid(rest, field)))
+    if kind == "path":
+        # GuestRef.key of a path guest; canonicalised like a bare path, so that
+        # path:/run/netns/x is netns:x and path:/proc/5/ns/net is pid:5.
+        if not rest.startswith("/"):
+            raise InvalidSpec(
+                f"{field} {_show(value)}: {_show(rest)} is not an absolute path",
+                field=field,
+                hint="write it as path:/PATH, e.g. path:/var/lib/ns/blue",
+            )
+        return _guest_path(rest, field)
     if kind == "docker":
         if not _DOCKER_RE.fullmatch(rest):
             raise InvalidSpec(
@@ -95,7 +117,8 @@ def guest(value: str, field: str = "guest") -> GuestRef:
     raise InvalidSpec(
         f"{field} {_show(value)} has an unknown kind {_show(kind)}",
         field=field,
-        hint="use netns:NAME, pid:PID, docker:NAME, or a namespace path such as /proc/PID/ns/net",
+        hint="use netns:NAME, pid:PID, docker:NAME, path:/PATH, "
+        "or a namespace path such as /proc/PID/ns/net",
     )
 
 
@@ -165,8 +188,11 @@ def vlan(value: int, field: str) -> int:
     return value
 
 
-def interface_address(value: str, field: str) -> IPInterface:
-    """An address with its prefix length, e.g. 198.18.0.10/24."""
+def interface_address(value: str, field: str, link_local: bool = False) -> IPInterface:
+    """An address with its prefix length, e.g. 198.18.0.10/24. IPv6
+    link-local addresses only with ``link_local`` (bridges may carry a fixed
+    fe80::1 as the guests' gateway; in guests the kernel manages them)."""
+    _no_scope_id(value, field)
     if "/" not in value:
         raise InvalidSpec(
             f"{field} {_show(value)} has no prefix length",
@@ -186,6 +212,13 @@ def interface_address(value: str, field: str) -> IPInterface:
             "(unspecified, multicast or loopback)",
             field=field,
         )
+    if ip.version == 6 and ip.is_link_local and not link_local:
+        raise InvalidSpec(
+            f"{field} {value} is an IPv6 link-local address (fe80::/10); the kernel "
+            "manages those itself",
+            field=field,
+            hint="give a global or unique-local address; the kernel adds the link-local one",
+        )
     net = iface.network
     if ip.version == 4 and net.prefixlen < 31:
         if ip == net.network_address:
@@ -198,6 +231,7 @@ def interface_address(value: str, field: str) -> IPInterface:
 
 
 def ip_address(value: str, field: str) -> IPAddress:
+    _no_scope_id(value, field)
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
@@ -209,6 +243,7 @@ def ip_address(value: str, field: str) -> IPAddress:
 
 def destination(value: str, field: str, family: int = 0) -> IPNetwork:
     """A route destination: CIDR with host bits clear, or "default"."""
+    _no_scope_id(value, field)
     if value == "default":
         if family == 6:
             return ipaddress.IPv6Network("::/0")
@@ -266,7 +301,10 @@ def bridge_spec(
         raise InvalidSpec(
             f"spec.addresses has more than {MAX_ADDRESSES} entries", field="spec.addresses"
         )
-    addrs = tuple(interface_address(a, f"spec.addresses[{i}]") for i, a in enumerate(addresses))
+    addrs = tuple(
+        interface_address(a, f"spec.addresses[{i}]", link_local=True)
+        for i, a in enumerate(addresses)
+    )
     _no_duplicates(addrs, "spec.addresses")
     if not 0 <= vni <= VNI_MAX:
         raise InvalidSpec(f"spec.vni {vni} is out of range 1..{VNI_MAX}", field="spec.vni")
@@ -320,6 +358,15 @@ def endpoint_spec(
     if len(routes) > MAX_ROUTES:
         raise InvalidSpec(f"spec.routes has more than {MAX_ROUTES} entries", field="spec.routes")
     rts = tuple(route(d, v, m, f"spec.routes[{i}]") for i, (d, v, m) in enumerate(routes))
+    if mtu_v and mtu_v < IPV6_MIN_MTU:
+        for i, r in enumerate(rts):
+            if r.family == 6:
+                raise InvalidSpec(
+                    f"spec.mtu {mtu_v} is below {IPV6_MIN_MTU}, the minimum for IPv6 routes "
+                    f"(spec.routes[{i}] is {r})",
+                    field="spec.mtu",
+                )
+    onlink = _onlink_host_routes(gws, addrs)
     seen: set[tuple[IPNetwork, int]] = set()
     for i, r in enumerate(rts):
         if (r.destination, r.metric) in seen:
@@ -331,6 +378,14 @@ def endpoint_spec(
             raise InvalidSpec(
                 f"spec.routes[{i}] is a default route and a gateway of that family is given",
                 field=f"spec.routes[{i}]",
+            )
+        if r.destination in onlink:
+            raise InvalidSpec(
+                f"spec.routes[{i}] is a route to {r.destination}, the host route of gateway "
+                f"{onlink[r.destination]}, which is outside every address's subnet: netplumb "
+                "adds that on-link route itself",
+                field=f"spec.routes[{i}].destination",
+                hint="drop the route; the gateway is reached on-link through the interface",
             )
     return EndpointSpec(
         bridge=bridge,
@@ -363,6 +418,19 @@ def _gateways(values: Sequence[str], addrs: Sequence[IPInterface]) -> tuple[IPAd
             raise InvalidSpec(f"{field} {gw} is one of the interface's own addresses", field=field)
         out.append(gw)
     return tuple(out)
+
+
+def _onlink_host_routes(
+    gws: Sequence[IPAddress], addrs: Sequence[IPInterface]
+) -> dict[IPNetwork, IPAddress]:
+    """The host route (gw/32, gw/128) of each gateway outside every address's
+    subnet: plan.endpoint_routes adds it on-link, so a requested route with
+    that destination would replace it."""
+    return {
+        ipaddress.ip_network(f"{gw}/{gw.max_prefixlen}"): gw
+        for gw in gws
+        if not any(gw in a.network for a in addrs)
+    }
 
 
 def _no_duplicates(addrs: Sequence[IPInterface], field: str) -> None:

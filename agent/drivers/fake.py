@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -256,6 +257,9 @@ class FakeHost:
             self.add_link(HOST, op.name, "bridge", alias=op.alias, mtu=op.mtu or 1500)
         elif isinstance(op, CreateVeth):
             gns = self._guest(guest)
+            bridge = self.link(HOST, op.bridge) if op.bridge else None
+            if op.bridge and bridge is None:
+                raise NotFound(f"interface {op.bridge} does not exist (host)")
             if op.host_ifname in self.netns[HOST] or op.guest_ifname in self.netns[gns]:
                 raise NetlinkError(errno.EEXIST, "File exists")
             if not 68 <= op.mtu <= 65535:
@@ -264,6 +268,10 @@ class FakeHost:
             for ns, name in ((HOST, op.host_ifname), (gns, op.guest_ifname)):
                 self.netns[ns][name].mtu = op.mtu
             self.netns[gns][op.guest_ifname].mac = op.mac
+            if op.bridge:
+                # created as a port of the bridge, and up, in one message
+                self.set_master(op.host_ifname, op.bridge)
+                self.netns[HOST][op.host_ifname].up = True
         elif isinstance(op, DeleteLink):
             ns = self._where(op.where, guest)
             link = self.link(ns, op.name)
@@ -429,13 +437,18 @@ class FakeNetlink:
     def features(self) -> HostFeatures:
         return self._features
 
-    def observe_bridge(self, name: str) -> ObservedBridge:
+    def observe_bridge(self, name: str, addresses: bool = True) -> ObservedBridge:
         return self.host.observe_bridge(name)
 
     def observe_endpoint(
-        self, host_ifname: str, ifname: str, guest: NetnsHandle | None
+        self, host_ifname: str, ifname: str, guest: NetnsHandle | None, bridge: str = ""
     ) -> ObservedEndpoint:
         return self.host.observe_endpoint(host_ifname, ifname, _path(guest))
+
+    @contextmanager
+    def scope(self, guest: NetnsHandle | None) -> Iterator[None]:
+        """The real driver shares connections within a scope; nothing to share here."""
+        yield
 
     def tagged_host_links(self) -> list[tuple[str, str, str]]:
         return self.host.tagged_host_links()

@@ -11,8 +11,9 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -63,6 +64,9 @@ RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 IPV6_DEFAULT_METRIC = 1024
 ETH_P_ARP = 0x0806
+AF_BRIDGE = 7
+RTEXT_FILTER_BRVLAN = 2
+BRIDGE_VLAN_INFO_PVID = 0x2
 
 
 def _open(handle: NetnsHandle | None) -> IPRoute:
@@ -70,14 +74,41 @@ def _open(handle: NetnsHandle | None) -> IPRoute:
     return IPRoute(fileno=sock.detach())
 
 
+# One host-namespace netlink connection per thread, kept for the thread's
+# life: opening one costs as much as several requests, and gRPC reuses its
+# worker threads. A connection is dropped after an unexpected error.
+_tls = threading.local()
+
+
+def _host_ipr() -> IPRoute:
+    ipr: IPRoute | None = getattr(_tls, "host", None)
+    if ipr is None:
+        ipr = _open(None)
+        _tls.host = ipr
+    return ipr
+
+
+def _drop_host_ipr() -> None:
+    ipr = getattr(_tls, "host", None)
+    _tls.host = None
+    if ipr is not None:
+        try:
+            ipr.close()
+        except Exception:
+            pass
+
+
 class Session:
-    """Netlink connections for one call: the host namespace and, optionally,
-    one pinned guest namespace. Use as a context manager."""
+    """Netlink connections for one call: the thread's host connection and,
+    opened on first use, one to the pinned guest namespace. Caches interface
+    indexes for the duration of the call (ops that create or delete links
+    update the cache)."""
 
     def __init__(self, guest: NetnsHandle | None = None) -> None:
         self.guest_ns = guest
-        self.host = _open(None)
+        self.host = _host_ipr()
         self._guest: IPRoute | None = None
+        self._index: dict[tuple[Where, str], int] = {}
 
     @property
     def guest(self) -> IPRoute:
@@ -90,16 +121,25 @@ class Session:
     def at(self, where: Where) -> IPRoute:
         return self.host if where is Where.HOST else self.guest
 
+    def index(self, where: Where, name: str) -> int:
+        key = (where, name)
+        if key not in self._index:
+            found = self.at(where).link_lookup(ifname=name)
+            if not found:
+                raise NotFound(f"interface {name} does not exist ({where.value})")
+            self._index[key] = int(found[0])
+        return self._index[key]
+
+    def remember(self, where: Where, name: str, index: int) -> None:
+        self._index[(where, name)] = index
+
+    def forget(self, where: Where, name: str) -> None:
+        self._index.pop((where, name), None)
+
     def close(self) -> None:
-        for ipr in (self.host, self._guest):
-            if ipr is not None:
-                ipr.close()
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self._guest is not None:
+            self._guest.close()
+            self._guest = None
 
 
 # ------------------------------------------------------------- observation
@@ -131,41 +171,64 @@ def _addresses(ipr: IPRoute, index: int) -> tuple[IPInterface, ...]:
 
 def _routes(ipr: IPRoute, index: int) -> tuple[ObservedRoute, ...]:
     out: list[ObservedRoute] = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for r in ipr.route("dump", family=family):
-            if r.get("proto") != naming.RTPROT_NETPLUMB or r.get_attr("RTA_OIF") != index:
-                continue
-            table = r.get_attr("RTA_TABLE") or r.get("table")
-            if table != RT_TABLE_MAIN:
-                continue
-            zero = "0.0.0.0" if family == socket.AF_INET else "::"
-            dst = r.get_attr("RTA_DST") or zero
-            via = r.get_attr("RTA_GATEWAY")
-            metric = r.get_attr("RTA_PRIORITY") or 0
-            if family == socket.AF_INET6 and metric == IPV6_DEFAULT_METRIC:
-                metric = 0
-            out.append(
-                ObservedRoute(
-                    destination=ipaddress.ip_network(f"{dst}/{r['dst_len']}"),
-                    via=ipaddress.ip_address(via) if via else None,
-                    metric=metric,
-                )
+    for r in ipr.route("dump", family=socket.AF_UNSPEC):
+        if r.get("proto") != naming.RTPROT_NETPLUMB or r.get_attr("RTA_OIF") != index:
+            continue
+        table = r.get_attr("RTA_TABLE") or r.get("table")
+        if table != RT_TABLE_MAIN:
+            continue
+        family = r["family"]
+        zero = "0.0.0.0" if family == socket.AF_INET else "::"
+        dst = r.get_attr("RTA_DST") or zero
+        via = r.get_attr("RTA_GATEWAY")
+        metric = r.get_attr("RTA_PRIORITY") or 0
+        if family == socket.AF_INET6 and metric == IPV6_DEFAULT_METRIC:
+            metric = 0
+        out.append(
+            ObservedRoute(
+                destination=ipaddress.ip_network(f"{dst}/{r['dst_len']}"),
+                via=ipaddress.ip_address(via) if via else None,
+                metric=metric,
             )
+        )
     return tuple(out)
 
 
+def _port_vlans(ipr: IPRoute, index: int) -> tuple[int, ...]:
+    """Access VLANs (PVID) of a bridge port; empty without VLAN filtering."""
+    try:
+        msgs = ipr.link("get", index=index, family=AF_BRIDGE, ext_mask=RTEXT_FILTER_BRVLAN)
+    except NetlinkError:
+        return ()
+    vids: list[int] = []
+    for msg in msgs:
+        spec = msg.get_attr("IFLA_AF_SPEC")
+        if spec is None:
+            continue
+        for name, info in spec.get("attrs", []):
+            if name == "IFLA_BRIDGE_VLAN_INFO" and info.get("flags", 0) & BRIDGE_VLAN_INFO_PVID:
+                vids.append(int(info["vid"]))
+    return tuple(sorted(vids))
+
+
 def _observe_link(
-    ipr: IPRoute, name: str, detail: bool, master_names: IPRoute | None
+    s: Session, where: Where, name: str, bridge: str, detail: bool
 ) -> ObservedLink | None:
+    ipr = s.at(where)
     msg = _link_by_name(ipr, name)
     if msg is None:
+        s.forget(where, name)
         return None
     index = msg["index"]
+    s.remember(where, name, index)
     master = ""
     master_index = msg.get_attr("IFLA_MASTER")
-    if master_index and master_names is not None:
-        mlinks = master_names.link("get", index=master_index)
-        master = mlinks[0].get_attr("IFLA_IFNAME") if mlinks else ""
+    if master_index:
+        if bridge and _safe_index(s, bridge) == master_index:
+            master = bridge
+        else:
+            found = ipr.link("get", index=master_index)
+            master = found[0].get_attr("IFLA_IFNAME") if found else ""
     return ObservedLink(
         name=name,
         index=index,
@@ -178,14 +241,23 @@ def _observe_link(
         peer_index=msg.get_attr("IFLA_LINK") or 0,
         addresses=_addresses(ipr, index) if detail else (),
         routes=_routes(ipr, index) if detail else (),
+        vlans=_port_vlans(ipr, index) if master and where is Where.HOST else (),
     )
+
+
+def _safe_index(s: Session, name: str) -> int:
+    try:
+        return s.index(Where.HOST, name)
+    except NotFound:
+        return -1
 
 
 class NetlinkDriver:
     """Linux bridges, veth pairs, addresses and routes via netlink.
 
-    Every method opens its own netlink sockets, so calls from different
-    threads never share one. Callers serialise calls that touch the same
+    Calls made inside ``scope(guest)`` on one thread share that scope's
+    netlink connections and index cache; calls outside a scope open what they
+    need and close it after. Callers serialise calls that touch the same
     endpoint or bridge.
     """
 
@@ -200,6 +272,37 @@ class NetlinkDriver:
     def close(self) -> None:
         self._announcer.shutdown(wait=False, cancel_futures=True)
 
+    # -- sessions
+
+    @contextmanager
+    def scope(self, guest: NetnsHandle | None) -> Iterator[None]:
+        """Share one session (and its index cache) among the calls made
+        inside, on this thread."""
+        s = Session(guest)
+        prev = getattr(_tls, "session", None)
+        _tls.session = s
+        try:
+            yield
+        finally:
+            _tls.session = prev
+            s.close()
+
+    @contextmanager
+    def _session(self, guest: NetnsHandle | None) -> Iterator[Session]:
+        cur: Session | None = getattr(_tls, "session", None)
+        if cur is not None and (guest is None or cur.guest_ns is guest):
+            yield cur
+            return
+        s = Session(guest)
+        try:
+            yield s
+        except (OSError, RuntimeError) as e:
+            if not isinstance(e, NetlinkError):
+                _drop_host_ipr()
+            raise
+        finally:
+            s.close()
+
     # -- features
 
     def features(self) -> HostFeatures:
@@ -210,11 +313,15 @@ class NetlinkDriver:
 
     # -- observe
 
-    def observe_bridge(self, name: str) -> ObservedBridge:
-        with Session() as s:
+    def observe_bridge(self, name: str, addresses: bool = True) -> ObservedBridge:
+        """The bridge link; ``addresses=False`` skips the address dump (the
+        cheap form, for its MTU)."""
+        with self._session(None) as s:
             msg = _link_by_name(s.host, name)
             if msg is None:
+                s.forget(Where.HOST, name)
                 return ObservedBridge(name=name, exists=False)
+            s.remember(Where.HOST, name, msg["index"])
             is_bridge = _kind(msg) == "bridge"
             data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
             filtering = bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
@@ -225,19 +332,20 @@ class NetlinkDriver:
                 alias=msg.get_attr("IFLA_IFALIAS") or "",
                 mtu=msg.get_attr("IFLA_MTU") or 0,
                 up=bool(msg["flags"] & IFF_UP),
-                addresses=_addresses(s.host, msg["index"]),
+                addresses=_addresses(s.host, msg["index"]) if addresses else (),
                 vlan_filtering=filtering,
             )
 
     def observe_endpoint(
-        self, host_ifname: str, ifname: str, guest: NetnsHandle | None
+        self, host_ifname: str, ifname: str, guest: NetnsHandle | None, bridge: str = ""
     ) -> ObservedEndpoint:
         """The host end by name, and the guest's ``ifname`` (None when the
-        guest namespace is not open, i.e. gone)."""
+        guest namespace is not open, i.e. gone). ``bridge`` names the bridge
+        the host end should be a port of, which saves a lookup."""
         try:
-            with Session(guest) as s:
-                host = _observe_link(s.host, host_ifname, False, s.host)
-                g = _observe_link(s.guest, ifname, True, None) if guest is not None else None
+            with self._session(guest) as s:
+                host = _observe_link(s, Where.HOST, host_ifname, bridge, False)
+                g = _observe_link(s, Where.GUEST, ifname, "", True) if guest is not None else None
                 return ObservedEndpoint(host=host, guest=g)
         except NetlinkError as e:
             raise InternalError(f"netlink error while observing {host_ifname}: {e}") from e
@@ -246,7 +354,7 @@ class NetlinkDriver:
         """(name, kind, alias) of every host-namespace link whose alias carries
         netplumb's tag: the candidates for garbage collection."""
         out = []
-        with Session() as s:
+        with self._session(None) as s:
             for msg in s.host.get_links():
                 alias = msg.get_attr("IFLA_IFALIAS") or ""
                 if naming.is_ours(alias):
@@ -260,7 +368,7 @@ class NetlinkDriver:
         failure raises a NetplumbError whose ``completed`` attribute lists
         the ops that completed before it (for the caller's rollback)."""
         done: list[Op] = []
-        with Session(guest) as s:
+        with self._session(guest) as s:
             for op in ops:
                 try:
                     if self._fault_inject and type(op).__name__ == self._fault_inject:
@@ -285,7 +393,7 @@ class NetlinkDriver:
         are returned, not raised."""
         failures: list[tuple[Op, str]] = []
         try:
-            with Session(guest) as s:
+            with self._session(guest) as s:
                 for op in ops:
                     try:
                         self._apply_one(s, op)
@@ -303,8 +411,13 @@ class NetlinkDriver:
                 kw["mtu"] = op.mtu
             s.host.link("add", **kw)
             s.host.link("set", ifname=op.name, ifalias=op.alias)
+            s.forget(Where.HOST, op.name)
         elif isinstance(op, CreateVeth):
             assert s.guest_ns is not None
+            kw = {}
+            if op.bridge:
+                # Enslaved and up in the same message: one request fewer each.
+                kw = {"master": s.index(Where.HOST, op.bridge), "state": "up"}
             s.host.link(
                 "add",
                 ifname=op.host_ifname,
@@ -316,7 +429,11 @@ class NetlinkDriver:
                     "address": op.mac,
                     "mtu": op.mtu,
                 },
+                **kw,
             )
+            s.forget(Where.HOST, op.host_ifname)
+            s.forget(Where.GUEST, op.guest_ifname)
+            # The kernel ignores IFLA_IFALIAS when creating a link.
             s.host.link("set", ifname=op.host_ifname, ifalias=op.alias)
             s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
         elif isinstance(op, DeleteLink):
@@ -325,30 +442,35 @@ class NetlinkDriver:
             except NetlinkError as e:
                 if e.code not in (errno.ENODEV, errno.ENOENT):
                     raise
+            s.forget(op.where, op.name)
         elif isinstance(op, SetMaster):
-            idx = s.host.link_lookup(ifname=op.bridge)
-            if not idx:
-                raise NotFound(f"bridge {op.bridge} does not exist", field="spec.bridge")
-            s.host.link("set", ifname=op.name, master=idx[0])
+            try:
+                bridge = s.index(Where.HOST, op.bridge)
+            except NotFound:
+                raise NotFound(f"bridge {op.bridge} does not exist", field="spec.bridge") from None
+            s.host.link("set", index=s.index(Where.HOST, op.name), master=bridge)
         elif isinstance(op, SetBridgeVlanFiltering):
             s.host.link("set", ifname=op.name, kind="bridge", br_vlan_filtering=1)
         elif isinstance(op, SetPortVlan):
-            index = s.host.link_lookup(ifname=op.name)[0]
+            index = s.index(Where.HOST, op.name)
             s.host.vlan_filter("del", index=index, vlan_info={"vid": 1})
             s.host.vlan_filter(
                 "add", index=index, vlan_info={"vid": op.vlan, "flags": ["pvid", "untagged"]}
             )
         elif isinstance(op, SetMtu):
-            s.at(op.where).link("set", ifname=op.name, mtu=op.mtu)
+            s.at(op.where).link("set", index=s.index(op.where, op.name), mtu=op.mtu)
         elif isinstance(op, SetMac):
-            s.at(op.where).link("set", ifname=op.name, address=op.mac)
+            s.at(op.where).link("set", index=s.index(op.where, op.name), address=op.mac)
         elif isinstance(op, SetUp):
-            s.at(op.where).link("set", ifname=op.name, state="up")
+            s.at(op.where).link("set", index=s.index(op.where, op.name), state="up")
         elif isinstance(op, AddAddress | DelAddress):
             ipr = s.at(op.where)
-            index = _index(ipr, op.name)
             a = op.address
-            kw = {"index": index, "address": str(a.ip), "prefixlen": a.network.prefixlen}
+            kw = {
+                "index": s.index(op.where, op.name),
+                "address": str(a.ip),
+                "prefixlen": a.network.prefixlen,
+            }
             if a.version == 4 and a.network.prefixlen < 31:
                 kw["broadcast"] = str(a.network.broadcast_address)
             if isinstance(op, AddAddress):
@@ -366,12 +488,11 @@ class NetlinkDriver:
                     if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                         raise
         elif isinstance(op, AddRoute | DelRoute):
-            index = _index(s.guest, op.name)
             r = op.route
             kw = {
                 "dst": str(r.destination.network_address),
                 "dst_len": r.destination.prefixlen,
-                "oif": index,
+                "oif": s.index(Where.GUEST, op.name),
                 "proto": naming.RTPROT_NETPLUMB,
                 "table": RT_TABLE_MAIN,
                 "family": socket.AF_INET if r.family == 4 else socket.AF_INET6,
@@ -398,7 +519,7 @@ class NetlinkDriver:
     def _announce(self, s: Session, op: Announce) -> None:
         """Open the sockets now, inside the guest namespace; send from a
         background thread so the call never waits for it."""
-        index = _index(s.guest, op.name)
+        index = s.index(Where.GUEST, op.name)
         socks: list[tuple[socket.socket, bytes, Any]] = []
         mac = bytes.fromhex(op.mac.replace(":", ""))
         for a in op.addresses:
@@ -450,13 +571,6 @@ def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
     return struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
 
 
-def _index(ipr: IPRoute, name: str) -> int:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        raise NotFound(f"interface {name} does not exist")
-    return int(found[0])
-
-
 def _is_absent(e: BaseException) -> bool:
     if isinstance(e, NetlinkError):
         return e.code in (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
@@ -471,7 +585,7 @@ def translate(op: Op, e: NetlinkError) -> NetplumbError:
         if isinstance(op, AddRoute):
             return Conflict(f"{op}: a route to {op.route.destination} already exists in the guest")
         return Conflict(f"{op}: an object of that name already exists", hint="choose another name")
-    if code == errno.ENETUNREACH and isinstance(op, AddRoute):
+    if code in (errno.ENETUNREACH, errno.EHOSTUNREACH) and isinstance(op, AddRoute):
         return InvalidSpec(
             f"{op}: next hop {op.route.via} is not reachable through {op.name}",
             field="spec.routes",

@@ -353,36 +353,23 @@ def test_routes_added_and_deleted_through_the_api(agent: Agent) -> None:
     assert list(agent.stub.Check(pb.CheckRequest(), timeout=10).drift) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Engine.attach takes the MTU from the bridge without the IPv6 1280 check "
-    "spec.endpoint_spec makes for an explicit --mtu; the kernel then refuses the IPv6 "
-    "address (EINVAL) and the caller gets INTERNAL",
-)
 def test_bridge_mtu_below_1280_with_ipv6_is_invalid_argument(agent: Agent) -> None:
     create_bridge(agent, mtu=1000)
     e = fails(agent.stub.Attach, attach_request())
     assert e.code() is Code.INVALID_ARGUMENT and trailers(e)["netplumb-field"] == "spec.mtu"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two endpoints of one guest with gateways of the same family both own the "
-    "default route (routes are 'replace'd by destination and metric); the second attach "
-    "silently takes it from the first, and check/reconcile flip it back and forth",
-)
-def test_two_default_routes_in_one_guest_are_refused_or_coexist(agent: Agent) -> None:
+def test_two_default_routes_in_one_guest_are_refused(agent: Agent) -> None:
     create_bridge(agent)
     create_bridge(agent, "br1")
     agent.stub.Attach(attach_request(), timeout=10)
     second = attach_request(
         bridge="br1", ifname="eth2", addresses=["198.18.1.10/24"], gateways=["198.18.1.1"]
     )
-    try:
-        agent.stub.Attach(second, timeout=10)
-    except grpc.RpcError as e:
-        assert e.code() in (Code.ALREADY_EXISTS, Code.INVALID_ARGUMENT)
-        return
+    e = fails(agent.stub.Attach, second)
+    assert e.code() is Code.ALREADY_EXISTS
+    assert trailers(e)["netplumb-field"] == "spec.gateways"
+    assert "default route" in (e.details() or "")
     assert list(agent.stub.Check(pb.CheckRequest(), timeout=10).drift) == []
 
 

@@ -38,6 +38,7 @@ from netplumb.agent.core.ops import (
     Where,
 )
 from netplumb.agent.core.plan import (
+    _route_order,
     check_endpoint_features,
     endpoint_routes,
     plan_bridge,
@@ -127,9 +128,8 @@ def test_missing_endpoint_gets_the_whole_create_sequence_in_order() -> None:
     ops = plan_endpoint(want, ObservedEndpoint(None, None), FEATURES)
     g = "eth1"
     assert ops == (
-        CreateVeth(r.host_ifname, g, r.mac, 1500, naming.endpoint_alias(r.id, AGENT)),
-        SetMaster(r.host_ifname, BRIDGE),
-        SetUp(Where.HOST, r.host_ifname),
+        # created as a port of the bridge, and up, in one message
+        CreateVeth(r.host_ifname, g, r.mac, 1500, naming.endpoint_alias(r.id, AGENT), BRIDGE),
         AddAddress(Where.GUEST, g, ip("198.18.0.10/24")),
         AddAddress(Where.GUEST, g, ip("2001:db8::10/64")),
         SetUp(Where.GUEST, g),
@@ -142,8 +142,8 @@ def test_missing_endpoint_gets_the_whole_create_sequence_in_order() -> None:
 def test_create_sequence_puts_the_vlan_right_after_the_bridge_port() -> None:
     ops = plan_endpoint(desired(rec(vlan=42)), ObservedEndpoint(None, None), FEATURES)
     names = types(ops)
-    assert names[:4] == ["CreateVeth", "SetMaster", "SetPortVlan", "SetUp"]
-    assert ops[2] == SetPortVlan(rec().host_ifname, 42)
+    assert names[:2] == ["CreateVeth", "SetPortVlan"]
+    assert ops[1] == SetPortVlan(rec().host_ifname, 42)
 
 
 def test_on_link_routes_come_before_routes_through_them() -> None:
@@ -165,7 +165,7 @@ def test_no_address_no_announcement() -> None:
     ops = plan_endpoint(
         desired(rec(addresses=(), gateways=(), routes=())), ObservedEndpoint(None, None), FEATURES
     )
-    assert types(ops) == ["CreateVeth", "SetMaster", "SetUp", "SetUp"]
+    assert types(ops) == ["CreateVeth", "SetUp"]
 
 
 # ------------------------------------------------------------ matching, drift
@@ -216,10 +216,21 @@ _EXTRA_ROUTE = ObservedRoute(net("192.0.2.0/24"), None, 0)
         pytest.param(host_drift(master=""), (SetMaster(H, BRIDGE),), id="no-master"),
         pytest.param(host_drift(master=OTHER_BRIDGE), (SetMaster(H, BRIDGE),), id="wrong-master"),
         pytest.param(host_drift(up=False), (SetUp(Where.HOST, H),), id="host-down"),
-        pytest.param(guest_drift(up=False), (SetUp(Where.GUEST, G),), id="guest-down"),
+        pytest.param(
+            guest_drift(up=False),
+            # a link that was down has lost its routes: all are re-added
+            (SetUp(Where.GUEST, G), *(AddRoute(G, x) for x in _route_order(desired(R).routes))),
+            id="guest-down",
+        ),
         pytest.param(
             guest_drift(addresses=(*_ADDRS, ip("198.18.0.99/24"))),
-            (DelAddress(Where.GUEST, G, ip("198.18.0.99/24")),),
+            (
+                DelAddress(Where.GUEST, G, ip("198.18.0.99/24")),
+                # the kernel deletes secondaries with a primary: ours is re-added
+                AddAddress(Where.GUEST, G, ip("198.18.0.10/24")),
+                *(AddRoute(G, x) for x in _route_order(desired(R).routes)),
+                Announce(G, R.mac, desired(R).addresses),
+            ),
             id="extra-address",
         ),
         pytest.param(
@@ -235,6 +246,7 @@ _EXTRA_ROUTE = ObservedRoute(net("192.0.2.0/24"), None, 0)
             (
                 DelAddress(Where.GUEST, G, ip("198.18.0.10/16")),
                 AddAddress(Where.GUEST, G, ip("198.18.0.10/24")),
+                *(AddRoute(G, x) for x in _route_order(desired(R).routes)),
                 Announce(G, R.mac, desired(R).addresses),
             ),
             id="wrong-prefix",
@@ -321,12 +333,18 @@ def test_our_unpaired_ends_are_deleted_and_recreated() -> None:
     assert ops[:3] == (
         DeleteLink(Where.HOST, H),
         DeleteLink(Where.GUEST, G),
-        CreateVeth(H, G, R.mac, 1500, alias(R)),
+        CreateVeth(H, G, R.mac, 1500, alias(R), BRIDGE),
     )
     host_only = plan_endpoint(desired(R), ObservedEndpoint(seen.host, None), FEATURES)
-    assert host_only[:2] == (DeleteLink(Where.HOST, H), CreateVeth(H, G, R.mac, 1500, alias(R)))
+    assert host_only[:2] == (
+        DeleteLink(Where.HOST, H),
+        CreateVeth(H, G, R.mac, 1500, alias(R), BRIDGE),
+    )
     guest_only = plan_endpoint(desired(R), ObservedEndpoint(None, seen.guest), FEATURES)
-    assert guest_only[:2] == (DeleteLink(Where.GUEST, G), CreateVeth(H, G, R.mac, 1500, alias(R)))
+    assert guest_only[:2] == (
+        DeleteLink(Where.GUEST, G),
+        CreateVeth(H, G, R.mac, 1500, alias(R), BRIDGE),
+    )
 
 
 def test_vlan_without_bridge_vlan_filtering_is_refused_before_anything() -> None:
@@ -508,14 +526,9 @@ def test_desired_endpoint_resolves_every_field() -> None:
     assert RouteSpec(net("198.19.0.0/16"), addr("198.18.0.254")) in want.routes
 
 
-# ------------------------------------------------ known bugs (strict xfails)
+# ------------------------------------- regressions (bugs found and fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan._plan_update decides SetPortVlan from the VLANs the port had on its "
-    "old bridge; SetMaster to the right bridge resets them to pvid 1, so the VLAN is lost",
-)
 def test_vlan_is_set_again_after_moving_the_port() -> None:
     host = host_with_bridges()
     r = rec(vlan=10)
@@ -529,11 +542,6 @@ def test_vlan_is_set_again_after_moving_the_port() -> None:
     assert plan_on(host, r) == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan._plan_update deletes an unwanted primary IPv4 address without re-adding "
-    "the wanted secondaries of its subnet, which the kernel deletes with it",
-)
 def test_wanted_secondary_address_survives_deleting_an_unwanted_primary() -> None:
     host = host_with_bridges()
     r = rec(addresses=("198.18.0.10/24",), gateways=(), routes=())
@@ -546,11 +554,6 @@ def test_wanted_secondary_address_survives_deleting_an_unwanted_primary() -> Non
     assert plan_on(host, r) == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan._plan_update re-adds only missing routes, but deleting a link's last "
-    "IPv4 address flushes its IPv4 routes (the comment says 're-add all')",
-)
 def test_routes_are_re_added_when_the_last_ipv4_address_is_replaced() -> None:
     host = host_with_bridges()
     r = rec(addresses=("198.18.0.10/24",), routes=(("192.0.2.0/24", "", 0),))
@@ -566,12 +569,6 @@ def test_routes_are_re_added_when_the_last_ipv4_address_is_replaced() -> None:
     assert plan_on(host, r) == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a requested IPv6 link-local address is ignored as kernel-managed when "
-    "observed (plan._kernel_managed), so every plan adds it again; refuse it in "
-    "spec.interface_address or compare it",
-)
 def test_requested_link_local_address_converges_or_is_refused() -> None:
     try:
         r = rec(addresses=("198.18.0.10/24", "fe80::5/64"))
@@ -582,21 +579,14 @@ def test_requested_link_local_address_converges_or_is_refused() -> None:
     assert plan_on(host, r) == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: spec.endpoint_spec accepts a route to an off-subnet gateway's /32, which "
-    "has the kernel key of the on-link route desired_endpoint adds for that gateway: the "
-    "'replace' drops the on-link route and the default route then fails as unreachable",
-)
 def test_route_to_an_off_subnet_gateway_converges_or_is_refused() -> None:
-    try:
-        r = rec(
+    # spec.endpoint_spec refuses it: it would replace the on-link host route
+    # that desired_endpoint adds for the gateway.
+    with pytest.raises(InvalidSpec) as e:
+        rec(
             addresses=("198.18.0.10/24",),
             gateways=("203.0.113.1",),
             routes=(("203.0.113.1/32", "198.18.0.254", 0),),
         )
-    except InvalidSpec:
-        return
-    host = host_with_bridges()
-    plumb(host, r)
-    assert plan_on(host, r) == ()
+    assert e.value.field == "spec.routes[0].destination"
+    assert "netplumb adds" in e.value.message

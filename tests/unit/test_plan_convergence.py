@@ -10,13 +10,12 @@ import ipaddress
 import random
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from netplumb.agent.core import naming
 from netplumb.agent.core.model import (
     DesiredEndpoint,
     EndpointRecord,
-    ObservedEndpoint,
     ObservedRoute,
     RouteSpec,
 )
@@ -151,30 +150,6 @@ def perturb(host: FakeHost, rec: EndpointRecord, kind: str, seed: int) -> None:
         host.apply_one(DeleteLink(Where.HOST, OTHER_BRIDGE), None)
 
 
-def known_bug(seen: ObservedEndpoint, want: DesiredEndpoint) -> str | None:
-    """States in which one round does not converge because of a planner bug
-    that has its own xfail test in test_plan.py. Remove a case here when
-    its bug is fixed."""
-    h, g = seen.host, seen.guest
-    if not (h and g and h.kind == "veth" and h.peer_index == g.index and g.peer_index == h.index):
-        return None
-    if h.alias != want.alias or g.alias != want.alias:
-        return None
-    if want.vlan and h.master != want.bridge and h.vlans == (want.vlan,):
-        return "stale VLAN after SetMaster (test_vlan_is_set_again_after_moving_the_port)"
-    have = [a for a in g.addresses if not (a.version == 6 and a.ip.is_link_local)]
-    for gone in (a for a in have if a not in want.addresses and a.version == 4):
-        subnet = [a for a in have if a.version == 4 and a.network == gone.network]
-        if subnet[0] == gone and any(a in want.addresses for a in subnet):
-            return "secondaries deleted with their primary (test_wanted_secondary_address_...)"
-    have4 = [a for a in have if a.version == 4]
-    if have4 and not any(a in want.addresses for a in have4):
-        wanted4 = {identity(r) for r in want.routes if r.family == 4}
-        if any(identity(r) in wanted4 for r in g.routes):
-            return "routes flushed with the last IPv4 address (test_routes_are_re_added_when_...)"
-    return None
-
-
 def assert_matches(host: FakeHost, want: DesiredEndpoint) -> None:
     h = host.link(HOST, want.host_ifname)
     g = host.link(GUEST_PATH, want.ifname)
@@ -231,9 +206,7 @@ def test_one_round_converges_from_any_host_state(
         with pytest.raises(Conflict):
             plan_endpoint(want, seen, FEATURES)
         return
-    bug = known_bug(seen, want)
-    event(f"skipped, known bug: {bug}" if bug else "planned")
-    assume(bug is None)
+    event("planned")
 
     ops = plan_endpoint(want, seen, FEATURES)
     event("recreate" if any(type(op).__name__ == "CreateVeth" for op in ops) else "update")

@@ -98,6 +98,12 @@ def test_any_text_is_an_ifname_or_invalid_spec(text: str) -> None:
         ("/run/netns/blue/net", GuestKind.PATH, "/run/netns/blue/net"),
         ("docker:web", GuestKind.DOCKER, "web"),
         ("docker:0123abcd", GuestKind.DOCKER, "0123abcd"),
+        ("path:/var/lib/ns/blue", GuestKind.PATH, "/var/lib/ns/blue"),
+        ("path:/run/netns/blue", GuestKind.NETNS, "blue"),
+        ("path:/var/run/netns/blue", GuestKind.NETNS, "blue"),
+        ("path:/proc/5/ns/net", GuestKind.PID, "5"),
+        ("path:/proc/005/ns/net", GuestKind.PID, "5"),
+        ("path:/run/netns/blue/net", GuestKind.PATH, "/run/netns/blue/net"),
     ],
 )
 def test_guest_references_are_canonical(text: str, kind: GuestKind, value: str) -> None:
@@ -108,6 +114,8 @@ def test_one_guest_has_one_key_whatever_its_spelling() -> None:
     assert len({spec.guest(t).key for t in ("blue", "netns:blue", "/run/netns/blue")}) == 1
     assert spec.guest("/var/run/netns/blue").key == "netns:blue"
     assert len({spec.guest(t).key for t in ("pid:7", "pid:007", "/proc/7/ns/net")}) == 1
+    assert spec.guest("path:/run/netns/blue").key == "netns:blue"
+    assert spec.guest("path:/proc/7/ns/net").key == "pid:7"
 
 
 @pytest.mark.parametrize(
@@ -137,6 +145,17 @@ def test_one_guest_has_one_key_whatever_its_spelling() -> None:
         "netns:a\0b",
         "/run/netns/a\0",
         "/" + "a" * spec.MAX_PATH,
+        "path:",
+        "path:x",
+        "path:run/netns/blue",
+        "path:path:/x",
+        "path:/run/netns/",
+        "path:/run/netns/../x",
+        "path://x",
+        "path:/proc/0/ns/net",
+        "path:/run/netns/-x",
+        "path:/x\0",
+        "path:/" + "a" * spec.MAX_PATH,
     ],
 )
 def test_invalid_guests(text: str) -> None:
@@ -163,6 +182,13 @@ def test_path_tricks_are_refused(path: str) -> None:
 
 def test_dot_dot_path_gets_a_hint() -> None:
     assert "'..'" in refused(lambda: spec.guest("/run/netns/../x")).hint
+    assert "'..'" in refused(lambda: spec.guest("path:/run/netns/../x")).hint
+
+
+def test_relative_path_guest_gets_a_hint() -> None:
+    e = refused(lambda: spec.guest("path:var/lib/ns/blue", "spec.guest"))
+    assert e.field == "spec.guest" and "absolute path" in e.message
+    assert "path:/" in e.hint
 
 
 @pytest.mark.parametrize("text", ["foo:bar", "DOCKER:x", "Netns:blue", "container:x", "ns:blue"])
@@ -188,6 +214,9 @@ guest_texts = st.one_of(
     st.integers(1, spec.PID_MAX).map(lambda p: f"/proc/{p}/ns/net"),
     st.from_regex(r"/(var/)?run/netns/[A-Za-z0-9_][A-Za-z0-9_.\-]{0,20}", fullmatch=True),
     st.from_regex(r"docker:[A-Za-z0-9][A-Za-z0-9_.\-]{0,30}", fullmatch=True),
+    st.from_regex(r"(path:)?(/[A-Za-z0-9_][A-Za-z0-9_.\-]{0,10}){1,4}", fullmatch=True),
+    st.integers(1, spec.PID_MAX).map(lambda p: f"path:/proc/{p}/ns/net"),
+    st.from_regex(r"path:/(var/)?run/netns/[A-Za-z0-9_][A-Za-z0-9_.\-]{0,20}", fullmatch=True),
 )
 
 
@@ -197,14 +226,29 @@ def test_canonical_key_parses_back_to_the_same_guest(text: str) -> None:
     assert spec.guest(ref.key) == ref
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: GuestRef.key of a path guest is 'path:/x' (what Endpoint.guest returns), "
-    "but spec.guest refuses the kind 'path', so 'detach' with the guest that 'ls' shows fails",
-)
 def test_path_guest_key_parses_back() -> None:
     ref = spec.guest("/var/lib/ns/blue")
     assert spec.guest(ref.key) == ref
+
+
+@given(
+    st.text(max_size=40)
+    | st.from_regex(r"(/[A-Za-z0-9_.\-]{0,8}){1,4}/?", fullmatch=True)
+    | st.sampled_from(["/run/netns/blue", "/var/run/netns/x", "/proc/7/ns/net", "/proc/0/ns/net"])
+)
+def test_path_kind_is_the_same_as_a_bare_path(rest: str) -> None:
+    """'path:X' and 'X' name the same guest, or both are refused (a bare X
+    that is not absolute is a netns name, so only absolute X is compared)."""
+    try:
+        ref = spec.guest("path:" + rest, "g")
+    except InvalidSpec as e:
+        assert e.field == "g"
+        if rest.startswith("/"):
+            with pytest.raises(InvalidSpec):
+                spec.guest(rest, "g")
+        return
+    assert rest.startswith("/") and spec.guest(rest, "g") == ref
+    assert spec.guest(ref.key, "g") == ref
 
 
 # -------------------------------------------------------------------- mac
@@ -276,14 +320,31 @@ def test_ipv6_addresses_need_an_mtu_of_at_least_1280() -> None:
     assert ep(mtu_value=0, addresses=["2001:db8::2/64"]).mtu == 0  # default: resolved later
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: spec.endpoint_spec applies the IPv6 1280 MTU rule to addresses only; an IPv6 "
-    "route on a link with a smaller MTU fails in the kernel with ENODEV (NOT_FOUND)",
-)
 def test_ipv6_routes_need_an_mtu_of_at_least_1280() -> None:
     e = refused(lambda: ep(mtu_value=1000, routes=[("2001:db8:9::/48", "fe80::1", 0)]))
     assert e.field == "spec.mtu"
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        ("2001:db8:9::/48", "fe80::1", 0),
+        ("2001:db8:9::/48", "", 0),  # on-link: the destination is IPv6
+        ("default", "2001:db8::1", 0),  # "default" takes the next hop's family
+        ("::/0", "", 100),
+    ],
+)
+def test_every_ipv6_route_needs_an_mtu_of_at_least_1280(route: tuple[str, str, int]) -> None:
+    routes = [("198.19.0.0/16", "", 0), route]
+    e = refused(lambda: ep(mtu_value=1279, routes=routes))
+    assert e.field == "spec.mtu" and "1280" in e.message and "spec.routes[1]" in e.message
+    assert len(ep(mtu_value=1280, routes=routes).routes) == 2
+    assert len(ep(mtu_value=0, routes=routes).routes) == 2  # default: resolved later
+
+
+def test_ipv4_routes_take_any_mtu() -> None:
+    routes = [("198.19.0.0/16", "198.18.0.1", 0), ("default", "", 0)]
+    assert ep(mtu_value=576, routes=routes).mtu == 576
 
 
 @pytest.mark.parametrize("value", [0, 1, 100, 4094])
@@ -358,14 +419,9 @@ def test_any_text_is_an_interface_address_or_invalid_spec(text: str) -> None:
         return
     assert isinstance(out, ipaddress.IPv4Interface | ipaddress.IPv6Interface)
     assert not (out.ip.is_multicast or out.ip.is_loopback or out.ip.is_unspecified)
+    assert not (out.version == 6 and out.ip.is_link_local) and "%" not in str(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: spec.interface_address/ip_address/destination accept IPv6 scope ids "
-    "('2001:db8::1%eth0/64'); the kernel stores the address without it, so the stored "
-    "value never equals the observed one and the endpoint drifts forever",
-)
 @pytest.mark.parametrize(
     "call",
     [
@@ -376,7 +432,82 @@ def test_any_text_is_an_interface_address_or_invalid_spec(text: str) -> None:
     ids=["interface_address", "ip_address", "destination"],
 )
 def test_ipv6_scope_ids_are_refused(call: Callable[[], Any]) -> None:
-    refused(call)
+    e = refused(call)
+    assert e.field == "a" and "scope id" in e.message
+
+
+scoped = st.builds(
+    lambda a, b: f"{a}%{b}",
+    st.text(max_size=30) | st.sampled_from(["fe80::1", "2001:db8::1", "198.18.0.1", "default"]),
+    st.text(max_size=30) | st.sampled_from(["eth0", "1", "", "eth0/64", "/64"]),
+)
+
+
+@given(scoped)
+def test_any_text_with_a_percent_sign_is_refused_by_every_address_parser(text: str) -> None:
+    parsers: list[Callable[[str, str], object]] = [
+        spec.interface_address,
+        spec.ip_address,
+        spec.destination,
+        lambda v, f: spec.destination(v, f, 6),
+    ]
+    for parse in parsers:
+        with pytest.raises(InvalidSpec) as e:
+            parse(text, "f")
+        assert e.value.field == "f" and "scope id" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"addresses": ["198.18.0.2/24", "2001:db8::2%eth1/64"]}, "spec.addresses[1]"),
+        ({"addresses": ["2001:db8::2/64"], "gateways": ["fe80::1%eth1"]}, "spec.gateways[0]"),
+        ({"routes": [("default", "fe80::1%eth1", 0)]}, "spec.routes[0].via"),
+        ({"routes": [("2001:db8:9::%eth1/48", "", 0)]}, "spec.routes[0].destination"),
+    ],
+)
+def test_scope_ids_are_refused_in_each_endpoint_field(kw: dict[str, Any], field: str) -> None:
+    e = refused(lambda: ep(**kw))
+    assert e.field == field and "scope id" in e.message
+
+
+def test_scope_ids_are_refused_in_bridge_addresses() -> None:
+    e = refused(lambda: spec.bridge_spec("br0", addresses=["2001:db8::1%br0/64"]))
+    assert e.field == "spec.addresses[0]" and "scope id" in e.message
+
+
+# ---------------------------------------------- link-local addresses (IPv6)
+
+
+@pytest.mark.parametrize(
+    "text", ["fe80::5/64", "fe80::1/128", "FE80::aa:bbff:fecc:ddee/64", "febf:ffff::1/10"]
+)
+def test_ipv6_link_local_interface_addresses_are_refused(text: str) -> None:
+    e = refused(lambda: spec.interface_address(text, "spec.addresses[0]"))
+    assert e.field == "spec.addresses[0]" and "link-local" in e.message
+    assert "kernel" in e.message
+
+
+def test_link_local_address_names_its_index_in_an_endpoint() -> None:
+    e = refused(lambda: ep(addresses=["198.18.0.10/24", "fe80::5/64"]))
+    assert e.field == "spec.addresses[1]" and "link-local" in e.message
+
+
+@pytest.mark.parametrize("text", ["fec0::1/64", "fc00::1/64", "169.254.0.5/16"])
+def test_neighbours_of_ipv6_link_local_are_still_accepted(text: str) -> None:
+    # site-local (deprecated), unique-local and IPv4 link-local are not
+    # addresses the kernel assigns by itself
+    assert spec.interface_address(text, "a") == ip(text)
+
+
+def test_link_local_next_hops_are_still_accepted() -> None:
+    out = ep(
+        addresses=["2001:db8::2/64"],
+        gateways=["fe80::1"],
+        routes=[("2001:db8:9::/48", "fe80::2", 0)],
+    )
+    assert out.gateways == (ipaddress.ip_address("fe80::1"),)
+    assert out.routes[0].via == ipaddress.ip_address("fe80::2")
 
 
 def test_duplicate_addresses_are_refused_by_ip() -> None:
@@ -480,6 +611,45 @@ def test_default_route_and_gateway_of_one_family_conflict() -> None:
     assert e.field == "spec.routes[0]"
     ok = ep(addresses=addrs, gateways=["198.18.0.1"], routes=[("default", "2001:db8::1", 0)])
     assert len(ok.routes) == 1
+
+
+@pytest.mark.parametrize(
+    ("addresses", "gateway", "dest"),
+    [
+        ("198.18.0.2/24", "203.0.113.1", "203.0.113.1/32"),
+        ("2001:db8::2/64", "2001:db8:ffff::1", "2001:db8:ffff::1/128"),
+        ("2001:db8::2/64", "fe80::1", "fe80::1/128"),  # link-local: off every subnet
+    ],
+)
+@pytest.mark.parametrize("via", ["", "other"])
+@pytest.mark.parametrize("metric", [0, 100, 1024])
+def test_host_route_of_an_off_subnet_gateway_is_refused(
+    addresses: str, gateway: str, dest: str, via: str, metric: int
+) -> None:
+    if via:
+        via = "198.18.0.254" if "." in gateway else "2001:db8::fe"
+    routes = [("192.0.2.0/24", "", 0), (dest, via, metric)]
+    e = refused(lambda: ep(addresses=[addresses], gateways=[gateway], routes=routes))
+    assert e.field == "spec.routes[1].destination"
+    assert gateway in e.message and "netplumb adds" in e.message and "on-link" in e.message
+
+
+def test_host_route_of_an_on_subnet_gateway_is_allowed() -> None:
+    # no on-link route is added for a gateway inside an address's subnet
+    out = ep(
+        addresses=["198.18.0.2/24"],
+        gateways=["198.18.0.1"],
+        routes=[("198.18.0.1/32", "", 0)],
+    )
+    assert [str(r.destination) for r in out.routes] == ["198.18.0.1/32"]
+
+
+def test_routes_near_an_off_subnet_gateway_are_allowed() -> None:
+    routes = [("203.0.113.0/24", "198.18.0.254", 0), ("203.0.113.2/32", "", 0)]
+    out = ep(addresses=["198.18.0.2/24"], gateways=["203.0.113.1"], routes=routes)
+    assert len(out.routes) == 2
+    # without the gateway, its host route is an ordinary route
+    assert len(ep(addresses=["198.18.0.2/24"], routes=[("203.0.113.1/32", "", 0)]).routes) == 1
 
 
 @pytest.mark.parametrize(
@@ -607,3 +777,15 @@ def test_endpoint_spec_only_ever_raises_invalid_spec(
         routes=[(str(r.destination), str(r.via or ""), r.metric) for r in out.routes],
     )
     assert again == out
+
+
+def test_link_local_is_allowed_on_bridges_but_not_in_guests() -> None:
+    """A bridge may carry a fixed fe80::1 as the guests' IPv6 gateway; a
+    guest's link-local address is the kernel's business."""
+    b = spec.bridge_spec("br0", addresses=["fe80::1/64", "2001:db8::1/64"])
+    assert ipaddress.ip_interface("fe80::1/64") in b.addresses
+    with pytest.raises(InvalidSpec) as e:
+        spec.endpoint_spec(
+            bridge="br0", guest_ref=spec.guest("netns:blue"), addresses=["fe80::5/64"]
+        )
+    assert e.value.field == "spec.addresses[0]"
