@@ -2,16 +2,27 @@
 
 ``main(argv, env)`` returns the exit status and never raises, so tests call it
 in-process. It only speaks gRPC to the daemon; it imports no agent code.
+
+Start-up time matters: parsing the command line, --help and usage errors
+import neither grpc nor protobuf (nor typing); those are imported once a
+command is about to call the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any
 
-from .status import Exit
+from .exits import Exit
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import IO, Any, NoReturn
+
+    from _typeshed import SupportsWrite
 
 DESCRIPTION = """\
 netplumb wires network namespaces and containers into bridges through the
@@ -47,9 +58,35 @@ class UsageError(Exception):
     pass
 
 
+class _ParserExit(Exception):
+    """argparse is done (--help); main() returns ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse would sys.exit(2)
+    """Writes help to the streams main() was given (argparse would use
+    sys.stdout) and never calls sys.exit."""
+
+    def __init__(self, *args: Any, out: IO[str] | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.out = out
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        super().print_help(file if file is not None else self.out)
+
+    def print_usage(self, file: SupportsWrite[str] | None = None) -> None:
+        super().print_usage(file if file is not None else self.out)
+
+    def error(self, message: str) -> NoReturn:  # argparse would sys.exit(2)
         raise UsageError(f"{self.prog}: {message}\n(try '{self.prog} --help')")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:  # argparse only passes one from error(), overridden above
+            raise UsageError(message.rstrip())
+        raise _ParserExit(status)
 
 
 def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
@@ -68,9 +105,12 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; --help at any level prints to ``out`` (default
+    sys.stdout)."""
     common = _common()
     p = _Parser(
+        out=out,
         prog="netplumb",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -82,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def cmd(parent: Any, name: str, help_: str, **kw: Any) -> argparse.ArgumentParser:
         return parent.add_parser(  # type: ignore[no-any-return]
-            name, help=help_, description=help_, parents=[common], **kw
+            name, help=help_, description=help_, parents=[common], out=out, **kw
         )
 
     bridge = cmd(sub, "bridge", "create, delete and list bridges")
@@ -240,6 +280,11 @@ def _dispatch(c: Any, a: argparse.Namespace) -> tuple[Any, str]:
     raise UsageError(f"netplumb: unknown command {a.command!r}")
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def main(
     argv: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -247,21 +292,20 @@ def main(
     stderr: IO[str] | None = None,
     client_factory: Callable[..., Any] | None = None,
 ) -> int:
-    import os
-
     env = os.environ if env is None else env
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(out)
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
         print(str(e), file=err)
         return Exit.USAGE
-    except SystemExit as e:  # --help / --version
-        return int(e.code or 0)
+    except _ParserExit as e:  # --help, printed to out
+        return e.status
     json_mode = bool(getattr(args, "json", False))
+    # grpc and protobuf are imported only from here on.
     try:
         from . import render
         from .client import Client, NetplumbError, socket_path
@@ -281,19 +325,56 @@ def main(
         from .status import exit_for
 
         status = exit_for(e.code)
-        render.error(e, json_mode, out, err)
+        try:
+            render.error(e, json_mode, out, err)
+        except Exception:
+            print(f"netplumb: error: {_one_line(e)}", file=err)
         return status
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        print(f"netplumb: internal error: {type(e).__name__}: {e}", file=err)
+        print(f"netplumb: internal error: {_one_line(e)}", file=err)
         return Exit.INTERNAL
-    render.reply(kind, reply, json_mode, out)
+    # Rendered whole before anything is written: a reply the renderer
+    # chokes on prints nothing on stdout, one line on stderr, and exits 1.
+    try:
+        buf = io.StringIO()
+        render.reply(kind, reply, json_mode, buf)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(f"netplumb: internal error: cannot print the reply: {_one_line(e)}", file=err)
+        return Exit.INTERNAL
+    try:
+        out.write(buf.getvalue())
+    except OSError as e:  # e.g. a pipe whose reader went away
+        print(f"netplumb: cannot write the output: {_one_line(e)}", file=err)
+        return Exit.INTERNAL
     if kind == "check" and reply:
         return Exit.DRIFT
     return Exit.OK
 
 
+def _flush(status: int) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # stdout closed or its reader gone: the output is lost
+            if stream is sys.stdout and status == Exit.OK:
+                status = Exit.INTERNAL
+    return status
+
+
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    Leaves with os._exit once stdout and stderr are flushed: the normal
+    interpreter teardown (grpc's atexit hooks and threads) has nothing left
+    to do (main() closed the channel) and would add tens of milliseconds to
+    every command.
+    """
+    try:
+        status = int(main())
+    except KeyboardInterrupt:
+        status = 130
+    os._exit(_flush(status))

@@ -19,6 +19,11 @@ _KINDS = {
 }
 
 
+def _kind(value: int) -> str:
+    """A newer daemon may send a kind this client does not know."""
+    return _KINDS.get(value, f"unknown({value})")
+
+
 def to_dict(msg: Any) -> dict[str, Any]:
     # Imported here: json_format costs tens of milliseconds at start-up, and
     # only --json needs it.
@@ -105,7 +110,7 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
     elif kind == "bridge":
         s = data.spec
         how = "created" if data.owned else "adopted (netplumb will not delete it)"
-        print(f"bridge {s.name} ({_KINDS[s.kind]}, mtu {data.mtu}) {how}", file=out)
+        print(f"bridge {s.name} ({_kind(s.kind)}, mtu {data.mtu}) {how}", file=out)
     elif kind == "bridge-del":
         if not data.existed:
             print("no such bridge; nothing to do", file=out)
@@ -120,7 +125,7 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
         rows = [
             [
                 b.spec.name,
-                _KINDS[b.spec.kind],
+                _kind(b.spec.kind),
                 str(b.mtu),
                 ",".join(b.spec.addresses) or "-",
                 "yes" if b.owned else "no (adopted)",

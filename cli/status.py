@@ -1,21 +1,15 @@
-"""The one place where gRPC status codes become exit statuses."""
+"""The one place where gRPC status codes become exit statuses.
+
+Exit itself lives in exits.py (no grpc there) and is re-exported here.
+"""
 
 from __future__ import annotations
 
-import enum
-
 import grpc
 
+from .exits import Exit
 
-class Exit(enum.IntEnum):
-    OK = 0
-    INTERNAL = 1  # an internal error (daemon or CLI)
-    USAGE = 2  # bad command line
-    NOT_FOUND = 3  # no such endpoint, bridge or guest
-    INVALID = 4  # invalid input, conflict, or a precondition the host fails
-    UNAVAILABLE = 5  # the daemon or a dependency cannot be reached
-    DRIFT = 6  # `check` found drift
-
+__all__ = ["Exit", "exit_for"]
 
 _CODES = {
     grpc.StatusCode.OK: Exit.OK,
