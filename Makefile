@@ -4,18 +4,28 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROTO  := proto/netplumb/v1/agent.proto
 
-.PHONY: setup test unit netns check lint proto proto-check demo bench clean
+.PHONY: setup develop test unit netns check lint proto proto-check demo bench clean
 
 setup:                     ## install system packages and the virtualenv
 	deploy/setup-dev.sh
 
-test: check                ## the whole test suite (what CI runs)
+# The virtualenv holds netplumb as a "strict" editable install: a tree of
+# symlinks to the sources, found through a plain path entry. The default
+# editable mode installs an import hook that costs ~20 ms at every start of
+# the netplumb command. New modules need the link tree refreshed: this target
+# does it in about 2 s, and the targets below run it first.
+develop:
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+	@# Bytecode now, so that commands start fast even where PYTHONDONTWRITEBYTECODE is set.
+	$(PY) -m compileall -q $$($(PY) -c 'import netplumb.cli, os; print(os.path.dirname(os.path.dirname(netplumb.cli.__file__)))')
+
+test: develop check        ## the whole test suite (what CI runs)
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
-unit:
+unit: develop
 	$(PY) -m pytest -q tests/unit
 
-netns:
+netns: develop
 	$(PY) -m pytest -q tests/netns
 
 proto:                     ## regenerate the gRPC code from the .proto
@@ -38,10 +48,10 @@ lint:
 
 check: proto-check lint    ## generated code fresh, lint, types
 
-demo:                      ## two namespaces on a bridge, ping across, clean up
+demo: develop              ## two namespaces on a bridge, ping across, clean up
 	deploy/demo.sh
 
-bench:                     ## benchmarks (on demand; prints figures)
+bench: develop             ## benchmarks (on demand; prints figures)
 	$(PY) -m pytest -q -s tests/bench --timeout=0
 
 clean:

@@ -11,8 +11,14 @@
 
 Every method returns the protobuf message of the reply (``netplumb.v1``
 types, see proto/netplumb/v1/agent.proto) and raises ``NetplumbError`` on
-failure, with ``code`` (a grpc.StatusCode), ``reason``, ``field`` and
-``hint`` taken from the daemon's reply.
+failure, with ``code`` (a ``netplumb.cli.codes.Code``, numbered and named as
+grpc.StatusCode), ``reason``, ``field`` and ``hint`` taken from the daemon's
+reply.
+
+Two transports: ``"grpc"`` (grpcio; the default, best for long-lived
+scripts) and ``"wire"`` (``wire.py``: a minimal HTTP/2 client that starts in
+a few milliseconds, used by the ``netplumb`` command). Both keep one
+connection open for the client's life.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import grpc
 from netplumb.v1 import agent_pb2 as pb
-from netplumb.v1 import agent_pb2_grpc as pb_grpc
+
+from .codes import Code
 
 DEFAULT_SOCKET = "/run/netplumb/netplumbd.sock"
 DEFAULT_TIMEOUT = 30.0
+SERVICE = "/netplumb.v1.Agent/"
 
 KINDS = {"linux": pb.BRIDGE_KIND_LINUX, "ovs": pb.BRIDGE_KIND_OVS}
 TUNNELS = {
@@ -34,15 +41,16 @@ TUNNELS = {
     "geneve": pb.TUNNEL_TYPE_GENEVE,
     "gre": pb.TUNNEL_TYPE_GRE,
 }
+UNAVAILABLE_HINT = (
+    "is netplumbd running? (systemctl status netplumbd; or give --socket / NETPLUMB_SOCKET)"
+)
 
 
 class NetplumbError(Exception):
     """A failed call: ``code`` is the gRPC status; ``reason``, ``field`` and
     ``hint`` come from the daemon (empty when the daemon was not reached)."""
 
-    def __init__(
-        self, code: grpc.StatusCode, message: str, reason: str = "", field: str = "", hint: str = ""
-    ):
+    def __init__(self, code: Code, message: str, reason: str = "", field: str = "", hint: str = ""):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -57,15 +65,37 @@ def socket_path(explicit: str | None = None, env: Mapping[str, str] | None = Non
     return explicit or env.get("NETPLUMB_SOCKET") or DEFAULT_SOCKET
 
 
+def _response_type(method: str) -> Any:
+    desc = pb.DESCRIPTOR.services_by_name["Agent"].methods_by_name[method]
+    return getattr(pb, desc.output_type.name)
+
+
 class Client:
-    def __init__(self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT, transport: str = "grpc"
+    ) -> None:
         self.socket = socket_path(socket)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(f"unix:{self.socket}")
-        self._stub = pb_grpc.AgentStub(self._channel)
+        if transport == "wire":
+            from .wire import WireChannel
+
+            self._wire: Any = WireChannel(self.socket, timeout)
+            self._channel: Any = None
+        elif transport == "grpc":
+            import grpc
+            from netplumb.v1 import agent_pb2_grpc as pb_grpc
+
+            self._wire = None
+            self._channel = grpc.insecure_channel(f"unix:{self.socket}")
+            self._stub = pb_grpc.AgentStub(self._channel)
+        else:
+            raise ValueError(f"unknown transport {transport!r}: use 'grpc' or 'wire'")
 
     def close(self) -> None:
-        self._channel.close()
+        if self._wire is not None:
+            self._wire.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -74,10 +104,23 @@ class Client:
         self.close()
 
     def _call(self, method: str, request: Any) -> Any:
+        if self._wire is not None:
+            from .wire import WireError
+
+            try:
+                raw = self._wire.unary(SERVICE + method, request.SerializeToString())
+            except WireError as e:
+                raise _failure(e.code, e.message, e.metadata, self.socket) from None
+            return _response_type(method).FromString(raw)
+        import grpc
+
         try:
             return getattr(self._stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as e:
-            raise _error(e, self.socket) from None
+            code = Code(e.code().value[0]) if hasattr(e, "code") else Code.UNKNOWN
+            details = (e.details() if hasattr(e, "details") else "") or ""
+            md = dict(e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else {}
+            raise _failure(code, details, md, self.socket) from None
 
     # bridges
 
@@ -171,18 +214,23 @@ class Client:
         return self._call("GetStatus", pb.GetStatusRequest())
 
 
-def _error(e: grpc.RpcError, socket: str) -> NetplumbError:
-    code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
-    details = (e.details() if hasattr(e, "details") else "") or ""
-    md = {k: v for k, v in (e.trailing_metadata() or ())} if hasattr(e, "trailing_metadata") else {}
-    if code == grpc.StatusCode.UNAVAILABLE and "netplumb-reason" not in md:
+def _failure(code: Code, details: str, md: Mapping[str, Any], socket: str) -> NetplumbError:
+    """One translation of a failed call, whichever the transport."""
+    if code in (Code.UNAVAILABLE, Code.PERMISSION_DENIED) and "netplumb-reason" not in md:
+        if code is Code.PERMISSION_DENIED:
+            return NetplumbError(
+                Code.UNAVAILABLE,
+                f"permission denied on {socket}",
+                reason="permission-denied",
+                hint="run as root or as a member of the socket's group (netplumb)",
+            )
         return NetplumbError(
             code,
             f"cannot reach netplumbd at {socket}",
             reason="daemon-unavailable",
-            hint="is netplumbd running? (systemctl status netplumbd; or give --socket / NETPLUMB_SOCKET)",
+            hint=UNAVAILABLE_HINT,
         )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+    if code is Code.DEADLINE_EXCEEDED:
         return NetplumbError(
             code, "netplumbd did not answer in time", reason="timeout", hint="raise --timeout"
         )

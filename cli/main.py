@@ -305,15 +305,18 @@ def main(
     except _ParserExit as e:  # --help, printed to out
         return e.status
     json_mode = bool(getattr(args, "json", False))
-    # grpc and protobuf are imported only from here on.
+    # protobuf is imported only from here on; grpcio never: the command talks
+    # to the daemon through the light wire transport (see wire.py).
     try:
         from . import render
         from .client import Client, NetplumbError, socket_path
 
-        factory = client_factory or Client
-        client = factory(
-            socket_path(getattr(args, "socket", None), env), timeout=getattr(args, "timeout", 30.0)
-        )
+        path = socket_path(getattr(args, "socket", None), env)
+        timeout = getattr(args, "timeout", 30.0)
+        if client_factory is not None:
+            client = client_factory(path, timeout=timeout)
+        else:
+            client = Client(path, timeout=timeout, transport="wire")
         try:
             reply, kind = _dispatch(client, args)
         finally:

@@ -26,5 +26,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
 echo "setup done: run 'make test', or start the daemon with .venv/bin/netplumbd"
