@@ -52,7 +52,7 @@ def endpoint(k: int) -> EndpointRecord:
                 ipaddress.ip_interface(f"2001:db8::{h:x}/64"),
             ),
             gateways=(ipaddress.ip_address("198.18.0.1"),),
-            routes=(RouteSpec(ipaddress.ip_network("10.50.0.0/16")),),
+            routes=(RouteSpec(ipaddress.ip_network("198.18.150.0/24")),),
         ),
         id=eid,
         host_ifname=f"np{eid[:12]}",

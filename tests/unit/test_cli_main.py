@@ -155,9 +155,9 @@ def test_usage_errors_exit_2_on_stderr_without_a_traceback(argv: list[str]) -> N
 @pytest.mark.parametrize(
     "argv",
     [
-        ["attach", "br0", "netns:blue", "1.2.3.4/24@"],
-        ["attach", "br0", "netns:blue", "@1.2.3.4"],
-        ["attach", "br0", "netns:blue", "198.18.0.2/24", "--route", "10.0.0.0/8@"],
+        ["attach", "br0", "netns:blue", "198.18.0.4/24@"],
+        ["attach", "br0", "netns:blue", "@198.18.0.4"],
+        ["attach", "br0", "netns:blue", "198.18.0.2/24", "--route", "198.18.128.0/17@"],
     ],
 )
 def test_bad_address_at_gateway_is_a_usage_error(argv: list[str]) -> None:
@@ -232,7 +232,7 @@ def test_attach_splits_addresses_gateways_and_routes() -> None:
         "--route",
         "198.19.0.0/16@198.18.0.254",
         "--route",
-        "192.0.2.0/24",
+        "198.19.192.0/24",
         "--ifname",
         "data0",
         "--mtu",
@@ -255,7 +255,7 @@ def test_attach_splits_addresses_gateways_and_routes() -> None:
         "mac": "02:aa:bb:cc:dd:ee",
         "mtu": 1400,
         "vlan": 7,
-        "routes": [("198.19.0.0/16", "198.18.0.254"), ("192.0.2.0/24", "")],
+        "routes": [("198.19.0.0/16", "198.18.0.254"), ("198.19.192.0/24", "")],
     }
     assert r.out.startswith("attached netns:blue eth1: 198.18.0.10/24 via 198.18.0.1")
 
@@ -268,8 +268,8 @@ def test_attach_splits_addresses_gateways_and_routes() -> None:
         (["bridge", "ls"], "list_bridges"),
         (["detach", "netns:blue", "--ifname", "eth1"], "detach"),
         (["ls"], "list_endpoints"),
-        (["route", "add", "netns:blue", "10.0.0.0/8", "--via", "198.18.0.1"], "add_route"),
-        (["route", "del", "netns:blue", "10.0.0.0/8"], "delete_route"),
+        (["route", "add", "netns:blue", "198.18.128.0/17", "--via", "198.18.0.1"], "add_route"),
+        (["route", "del", "netns:blue", "198.18.128.0/17"], "delete_route"),
         (["status"], "status"),
         (["check"], "check"),
         (["reconcile"], "reconcile"),

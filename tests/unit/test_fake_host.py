@@ -92,8 +92,8 @@ def test_deleting_what_is_absent_succeeds(host: FakeHost) -> None:
     host.apply(
         [
             DeleteLink(Where.HOST, "nothing"),
-            DelAddress(Where.GUEST, "eth1", ip("10.0.0.1/8")),
-            DelRoute("eth1", RouteSpec(net("10.0.0.0/8"))),
+            DelAddress(Where.GUEST, "eth1", ip("198.18.128.1/17")),
+            DelRoute("eth1", RouteSpec(net("198.18.128.0/17"))),
         ],
         NS,
     )
@@ -137,7 +137,7 @@ def test_link_down_loses_routes_and_ipv6_addresses(host: FakeHost) -> None:
             SetUp(Where.GUEST, "eth1"),
             AddAddress(Where.GUEST, "eth1", ip("198.18.0.2/24")),
             AddAddress(Where.GUEST, "eth1", ip("2001:db8::2/64")),
-            AddRoute("eth1", RouteSpec(net("192.0.2.0/24"))),
+            AddRoute("eth1", RouteSpec(net("198.19.192.0/24"))),
         ],
         NS,
     )
@@ -203,7 +203,7 @@ def test_deleting_the_last_ipv4_address_flushes_ipv4_routes(host: FakeHost) -> N
             AddAddress(Where.GUEST, "eth1", ip("198.18.0.2/24")),
             AddAddress(Where.GUEST, "eth1", ip("198.18.1.2/24")),
             AddAddress(Where.GUEST, "eth1", ip("2001:db8::2/64")),
-            AddRoute("eth1", RouteSpec(net("10.0.0.0/8"), addr("198.18.0.1"))),
+            AddRoute("eth1", RouteSpec(net("198.18.128.0/17"), addr("198.18.0.1"))),
             AddRoute("eth1", RouteSpec(net("2001:db8:9::/48"), addr("2001:db8::1"))),
         ],
         NS,
@@ -217,7 +217,7 @@ def test_deleting_the_last_ipv4_address_flushes_ipv4_routes(host: FakeHost) -> N
 
 
 def test_routes_need_the_link_up_and_an_on_link_next_hop(host: FakeHost) -> None:
-    route = RouteSpec(net("10.0.0.0/8"), addr("198.18.0.1"))
+    route = RouteSpec(net("198.18.128.0/17"), addr("198.18.0.1"))
     with pytest.raises(InternalError):  # ENETDOWN
         host.apply([AddRoute("eth1", route)], NS)
     host.apply([SetUp(Where.GUEST, "eth1")], NS)
@@ -235,7 +235,7 @@ def test_routes_need_the_link_up_and_an_on_link_next_hop(host: FakeHost) -> None
 
 def test_a_route_replaces_the_one_with_its_destination_and_metric(host: FakeHost) -> None:
     host.add_link(NS, "eth0", "veth", up=True)
-    host.add_route(NS, "eth0", Route(net("0.0.0.0/0"), addr("10.0.0.1"), 0, proto=4))
+    host.add_route(NS, "eth0", Route(net("0.0.0.0/0"), addr("198.18.128.1"), 0, proto=4))
     host.apply(
         [SetUp(Where.GUEST, "eth1"), AddAddress(Where.GUEST, "eth1", ip("198.18.0.2/24"))], NS
     )
@@ -251,10 +251,10 @@ def test_a_route_replaces_the_one_with_its_destination_and_metric(host: FakeHost
 
 def test_only_netplumb_routes_are_observed(host: FakeHost) -> None:
     host.apply([SetUp(Where.GUEST, "eth1")], NS)
-    host.add_route(NS, "eth1", Route(net("10.0.0.0/8"), None, 0, proto=4))
-    host.add_route(NS, "eth1", Route(net("10.1.0.0/16"), None, 0))
+    host.add_route(NS, "eth1", Route(net("198.18.128.0/17"), None, 0, proto=4))
+    host.add_route(NS, "eth1", Route(net("198.18.129.0/24"), None, 0))
     seen = host.observe_endpoint("np1", "eth1", NS).guest
-    assert seen is not None and [str(r.destination) for r in seen.routes] == ["10.1.0.0/16"]
+    assert seen is not None and [str(r.destination) for r in seen.routes] == ["198.18.129.0/24"]
 
 
 def test_guest_ops_need_a_guest_namespace(host: FakeHost) -> None:

@@ -114,13 +114,13 @@ def create_bridge(a: Agent, name: str = "br0", **kw: Any) -> pb.Bridge:
         (
             "AddRoute",
             pb.AddRouteRequest(
-                guest="netns:blue", route=pb.Route(destination="10.0.0.0/8", via="::1")
+                guest="netns:blue", route=pb.Route(destination="198.18.128.0/17", via="::1")
             ),
             "route.via",
         ),
         (
             "DeleteRoute",
-            pb.DeleteRouteRequest(guest="netns:blue", destination="10.0.0.1/8"),
+            pb.DeleteRouteRequest(guest="netns:blue", destination="198.18.128.1/17"),
             "destination",
         ),
         ("DeleteBridge", pb.DeleteBridgeRequest(name=""), "name"),
@@ -149,8 +149,8 @@ def test_host_bits_hint_travels_in_the_metadata(agent: Agent) -> None:
 @pytest.mark.parametrize(
     ("method", "request_"),
     [
-        ("AddPeer", pb.AddPeerRequest(address="192.0.2.1")),
-        ("RemovePeer", pb.RemovePeerRequest(peer="192.0.2.1")),
+        ("AddPeer", pb.AddPeerRequest(address="198.19.192.1")),
+        ("RemovePeer", pb.RemovePeerRequest(peer="198.19.192.1")),
         ("ListPeers", pb.ListPeersRequest()),
         ("CreateNetwork", pb.CreateNetworkRequest(spec=pb.NetworkSpec(name="n"))),
         ("DeleteNetwork", pb.DeleteNetworkRequest(name="n")),

@@ -36,7 +36,7 @@ from netplumb.agent.errors import (
 from pyroute2.netlink.exceptions import NetlinkError
 
 V4_ROUTE = AddRoute(
-    "eth1", RouteSpec(ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_address("10.0.0.1"))
+    "eth1", RouteSpec(ipaddress.ip_network("198.18.190.0/24"), ipaddress.ip_address("198.18.128.1"))
 )
 V6_ROUTE = AddRoute(
     "eth1",
@@ -61,7 +61,7 @@ def nl(code: int) -> NetlinkError:
         (VETH, errno.ERANGE, InvalidSpec),
         (CreateBridge("br0", 10, "t"), errno.EINVAL, InvalidSpec),
         (
-            AddAddress(Where.GUEST, "eth1", ipaddress.ip_interface("10.0.0.1/8")),
+            AddAddress(Where.GUEST, "eth1", ipaddress.ip_interface("198.18.128.1/17")),
             errno.EADDRNOTAVAIL,
             InvalidSpec,
         ),
@@ -78,7 +78,7 @@ def test_translate(op: Op, code: int, cls: type[NetplumbError]) -> None:
 
 def test_unreachable_ipv4_next_hop_names_the_routes() -> None:
     out = netlink.translate(V4_ROUTE, nl(errno.ENETUNREACH))
-    assert out.field == "spec.routes" and "10.0.0.1" in out.message and out.hint
+    assert out.field == "spec.routes" and "198.18.128.1" in out.message and out.hint
 
 
 def test_unreachable_ipv6_next_hop_is_invalid_spec() -> None:
@@ -118,7 +118,9 @@ def driver(monkeypatch: pytest.MonkeyPatch) -> Iterator[netlink.NetlinkDriver]:
 
 def test_missing_link_is_not_found_with_the_completed_ops(driver: netlink.NetlinkDriver) -> None:
     with pytest.raises(NotFound) as e:
-        driver.apply([AddAddress(Where.HOST, "np1", ipaddress.ip_interface("10.0.0.1/8"))], None)
+        driver.apply(
+            [AddAddress(Where.HOST, "np1", ipaddress.ip_interface("198.18.128.1/17"))], None
+        )
     assert e.value.completed == []  # type: ignore[attr-defined]
 
 

@@ -149,8 +149,8 @@ def test_create_sequence_puts_the_vlan_right_after_the_bridge_port() -> None:
 def test_on_link_routes_come_before_routes_through_them() -> None:
     r = rec(
         addresses=("198.18.0.10/24",),
-        gateways=("203.0.113.1",),  # outside 198.18.0.0/24: needs an on-link route
-        routes=(("198.19.0.0/16", "203.0.113.1", 0), ("192.0.2.0/24", "", 0)),
+        gateways=("198.19.250.1",),  # outside 198.18.0.0/24: needs an on-link route
+        routes=(("198.19.0.0/16", "198.19.250.1", 0), ("198.19.192.0/24", "", 0)),
     )
     ops = plan_endpoint(desired(r), ObservedEndpoint(None, None), FEATURES)
     routes = [op.route for op in ops if isinstance(op, AddRoute)]
@@ -158,7 +158,7 @@ def test_on_link_routes_come_before_routes_through_them() -> None:
     via = [i for i, x in enumerate(routes) if x.via is not None]
     assert max(on_link) < min(via)
     assert routes[-1].destination.prefixlen == 0  # the default route last
-    assert RouteSpec(net("203.0.113.1/32"), onlink=True) in routes
+    assert RouteSpec(net("198.19.250.1/32"), onlink=True) in routes
 
 
 def test_no_address_no_announcement() -> None:
@@ -202,7 +202,7 @@ _SYNC_GUEST = in_sync(R).guest
 assert _SYNC_GUEST is not None
 _ADDRS = _SYNC_GUEST.addresses
 _ROUTES = _SYNC_GUEST.routes
-_EXTRA_ROUTE = ObservedRoute(net("192.0.2.0/24"), None, 0)
+_EXTRA_ROUTE = ObservedRoute(net("198.19.192.0/24"), None, 0)
 
 
 @pytest.mark.parametrize(
@@ -253,7 +253,7 @@ _EXTRA_ROUTE = ObservedRoute(net("192.0.2.0/24"), None, 0)
         ),
         pytest.param(
             guest_drift(routes=(*_ROUTES, _EXTRA_ROUTE)),
-            (DelRoute(G, RouteSpec(net("192.0.2.0/24"))),),
+            (DelRoute(G, RouteSpec(net("198.19.192.0/24"))),),
             id="extra-route",
         ),
         pytest.param(
@@ -426,7 +426,7 @@ def test_existing_bridge_of_ours_matching_plans_nothing() -> None:
 
 
 def test_existing_foreign_bridge_is_adopted_not_owned() -> None:
-    seen = bridge_seen(alias="", mtu=1500, up=False, addresses=(ip("10.9.9.9/8"),))
+    seen = bridge_seen(alias="", mtu=1500, up=False, addresses=(ip("198.18.137.9/17"),))
     ops, owned = plan_bridge(BR, seen, None, AGENT)
     assert not owned
     assert ops == (
@@ -489,7 +489,7 @@ def test_adopted_bridge_delete_removes_only_the_addresses_netplumb_added() -> No
     spec = replace(BR, addresses=(ip("198.18.0.1/24"), ip("198.18.1.1/24"), ip("2001:db8::1/64")))
     record = BridgeRecord(spec, owned=False, foreign_addresses=(ip("198.18.0.1/24"),))
     seen = bridge_seen(
-        alias="", addresses=(ip("198.18.0.1/24"), ip("198.18.1.1/24"), ip("10.0.0.1/8"))
+        alias="", addresses=(ip("198.18.0.1/24"), ip("198.18.1.1/24"), ip("198.18.128.1/17"))
     )
     assert plan_bridge_delete(record, seen, AGENT) == (
         DelAddress(Where.HOST, "bri0", ip("198.18.1.1/24")),
@@ -504,10 +504,10 @@ def test_gateway_inside_a_subnet_is_just_the_default_route() -> None:
 
 
 def test_gateway_outside_every_subnet_gets_an_on_link_host_route_first() -> None:
-    r = rec(gateways=("203.0.113.1", "2001:db8:ffff::1"), routes=())
+    r = rec(gateways=("198.19.250.1", "2001:db8:ffff::1"), routes=())
     assert endpoint_routes(r) == (
-        RouteSpec(net("203.0.113.1/32"), onlink=True),
-        RouteSpec(net("0.0.0.0/0"), addr("203.0.113.1")),
+        RouteSpec(net("198.19.250.1/32"), onlink=True),
+        RouteSpec(net("0.0.0.0/0"), addr("198.19.250.1")),
         RouteSpec(net("2001:db8:ffff::1/128"), onlink=True),
         RouteSpec(net("::/0"), addr("2001:db8:ffff::1")),
     )
@@ -515,7 +515,7 @@ def test_gateway_outside_every_subnet_gets_an_on_link_host_route_first() -> None
 
 
 def test_desired_endpoint_resolves_every_field() -> None:
-    extra = RouteSpec(net("10.50.0.0/16"), addr("198.18.0.254"), 5)
+    extra = RouteSpec(net("198.18.150.0/24"), addr("198.18.0.254"), 5)
     r = replace(rec(vlan=3), extra_routes=(extra,))
     want = desired(r)
     assert (want.id, want.bridge, want.ifname, want.host_ifname) == (r.id, BRIDGE, "eth1", H)
@@ -556,14 +556,14 @@ def test_wanted_secondary_address_survives_deleting_an_unwanted_primary() -> Non
 
 def test_routes_are_re_added_when_the_last_ipv4_address_is_replaced() -> None:
     host = host_with_bridges()
-    r = rec(addresses=("198.18.0.10/24",), routes=(("192.0.2.0/24", "", 0),))
+    r = rec(addresses=("198.18.0.10/24",), routes=(("198.19.192.0/24", "", 0),))
     plumb(host, r)
     # Someone renumbers by hand: adds theirs, then removes ours (routes stay).
     host.apply_one(AddAddress(Where.GUEST, G, ip("198.18.7.7/24")), GUEST_PATH)
     host.delete_address(GUEST_PATH, G, ip("198.18.0.10/24"))
     assert {str(x.destination) for x in observe(host, r).guest.routes} == {  # type: ignore[union-attr]
         "0.0.0.0/0",
-        "192.0.2.0/24",
+        "198.19.192.0/24",
     }
     plumb(host, r)
     assert plan_on(host, r) == ()
@@ -585,8 +585,8 @@ def test_route_to_an_off_subnet_gateway_converges_or_is_refused() -> None:
     with pytest.raises(InvalidSpec) as e:
         rec(
             addresses=("198.18.0.10/24",),
-            gateways=("203.0.113.1",),
-            routes=(("203.0.113.1/32", "198.18.0.254", 0),),
+            gateways=("198.19.250.1",),
+            routes=(("198.19.250.1/32", "198.18.0.254", 0),),
         )
     assert e.value.field == "spec.routes[0].destination"
     assert "netplumb adds" in e.value.message

@@ -43,8 +43,8 @@ from unit_helpers import (
 )
 
 OTHER_NS = "/run/netns/other"
-FOREIGN_ADDRESS = ipaddress.ip_interface("172.16.0.5/12")
-FOREIGN_ROUTE = Route(ipaddress.ip_network("172.20.0.0/16"), None, 0, proto=4)
+FOREIGN_ADDRESS = ipaddress.ip_interface("198.18.96.5/20")
+FOREIGN_ROUTE = Route(ipaddress.ip_network("198.18.112.0/20"), None, 0, proto=4)
 
 PERTURBATIONS = (
     "delete-host",

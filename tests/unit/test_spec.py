@@ -369,7 +369,7 @@ def test_invalid_vlans(value: int) -> None:
         "198.18.0.0/31",
         "198.18.0.1/31",
         "198.18.0.5/32",
-        "10.255.255.254/8",
+        "198.18.255.254/17",
         "2001:db8::10/64",
         "2001:db8::1/128",
         "2001:db8::/127",
@@ -387,7 +387,7 @@ def test_valid_interface_addresses(text: str) -> None:
         ("", "no prefix length"),
         ("198.18.0.0/24", "network address"),
         ("198.18.0.255/24", "broadcast address"),
-        ("10.255.255.255/8", "broadcast address"),
+        ("198.18.255.255/17", "broadcast address"),
         ("224.0.0.1/24", "not a usable"),
         ("ff02::1/64", "not a usable"),
         ("127.0.0.1/8", "not a usable"),
@@ -564,8 +564,8 @@ def test_unusable_gateways(gw: str) -> None:
 
 
 def test_gateway_outside_the_subnets_is_allowed() -> None:
-    out = ep(addresses=["198.18.0.2/24"], gateways=["203.0.113.1"])
-    assert out.gateways == (ipaddress.ip_address("203.0.113.1"),)
+    out = ep(addresses=["198.18.0.2/24"], gateways=["198.19.250.1"])
+    assert out.gateways == (ipaddress.ip_address("198.19.250.1"),)
 
 
 # ----------------------------------------------------------------- routes
@@ -616,7 +616,7 @@ def test_default_route_and_gateway_of_one_family_conflict() -> None:
 @pytest.mark.parametrize(
     ("addresses", "gateway", "dest"),
     [
-        ("198.18.0.2/24", "203.0.113.1", "203.0.113.1/32"),
+        ("198.18.0.2/24", "198.19.250.1", "198.19.250.1/32"),
         ("2001:db8::2/64", "2001:db8:ffff::1", "2001:db8:ffff::1/128"),
         ("2001:db8::2/64", "fe80::1", "fe80::1/128"),  # link-local: off every subnet
     ],
@@ -628,7 +628,7 @@ def test_host_route_of_an_off_subnet_gateway_is_refused(
 ) -> None:
     if via:
         via = "198.18.0.254" if "." in gateway else "2001:db8::fe"
-    routes = [("192.0.2.0/24", "", 0), (dest, via, metric)]
+    routes = [("198.19.192.0/24", "", 0), (dest, via, metric)]
     e = refused(lambda: ep(addresses=[addresses], gateways=[gateway], routes=routes))
     assert e.field == "spec.routes[1].destination"
     assert gateway in e.message and "netplumb adds" in e.message and "on-link" in e.message
@@ -645,11 +645,11 @@ def test_host_route_of_an_on_subnet_gateway_is_allowed() -> None:
 
 
 def test_routes_near_an_off_subnet_gateway_are_allowed() -> None:
-    routes = [("203.0.113.0/24", "198.18.0.254", 0), ("203.0.113.2/32", "", 0)]
-    out = ep(addresses=["198.18.0.2/24"], gateways=["203.0.113.1"], routes=routes)
+    routes = [("198.19.250.0/24", "198.18.0.254", 0), ("198.19.250.2/32", "", 0)]
+    out = ep(addresses=["198.18.0.2/24"], gateways=["198.19.250.1"], routes=routes)
     assert len(out.routes) == 2
     # without the gateway, its host route is an ordinary route
-    assert len(ep(addresses=["198.18.0.2/24"], routes=[("203.0.113.1/32", "", 0)]).routes) == 1
+    assert len(ep(addresses=["198.18.0.2/24"], routes=[("198.19.250.1/32", "", 0)]).routes) == 1
 
 
 @pytest.mark.parametrize(

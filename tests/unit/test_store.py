@@ -77,7 +77,7 @@ FULL = EndpointRecord(
     netns_id=(4, 4026532999),
     netns_path="/proc/4242/ns/net",
     extra_routes=(
-        RouteSpec(net("10.50.0.0/16"), addr("198.18.0.253"), 0),
+        RouteSpec(net("198.18.150.0/24"), addr("198.18.0.253"), 0),
         RouteSpec(net("2001:db8:aa::/48"), addr("2001:db8::fe"), 5),
     ),
 )
@@ -120,7 +120,7 @@ def test_round_trip_of_every_field(tmp_path: Path) -> None:
     extra=st.lists(
         st.builds(
             RouteSpec,
-            st.sampled_from([net("10.60.0.0/16"), net("2001:db8:cc::/48"), net("0.0.0.0/0")]),
+            st.sampled_from([net("198.18.160.0/24"), net("2001:db8:cc::/48"), net("0.0.0.0/0")]),
             st.none(),
             st.integers(0, 2**32 - 1),
         ),

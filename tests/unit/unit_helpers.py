@@ -32,15 +32,21 @@ FEATURES = HostFeatures(bridge_vlan_filtering=True)
 
 # Small pools, so that generated requests and perturbations overlap often
 # (same subnets, same destinations, same next hops).
-V4_SUBNETS = ("10.0.0.0/24", "10.0.1.0/24", "10.1.0.0/16", "10.2.0.0/30", "10.3.0.8/31")
+V4_SUBNETS = (
+    "198.18.200.0/24",
+    "198.18.201.0/24",
+    "198.18.208.0/20",
+    "198.18.230.0/30",
+    "198.18.231.8/31",
+)
 V6_SUBNETS = ("2001:db8::/64", "2001:db8:1::/64", "2001:db8:2::/126")
-V4_OFF_SUBNET_GW = "203.0.113.1"
+V4_OFF_SUBNET_GW = "198.19.250.1"
 V6_OFF_SUBNET_GW = "2001:db8:ffff::1"
 V6_LINK_LOCAL_GW = "fe80::1"
 ROUTE_DESTINATIONS = (
-    "198.51.100.0/24",
-    "192.0.2.0/26",
-    "10.9.0.0/16",
+    "198.19.100.0/24",
+    "198.19.192.0/26",
+    "198.18.190.0/24",
     "2001:db8:aaaa::/48",
     "2001:db8:bbbb::/64",
 )
