@@ -27,6 +27,7 @@ from .core.model import (
     GuestKind,
     GuestRef,
     HostFeatures,
+    ObservedEndpoint,
     RouteSpec,
 )
 from .core.ops import Op, undo
@@ -268,6 +269,7 @@ class Engine:
     # ---------------------------------------------------------- endpoints
 
     def attach(self, want: EndpointSpec) -> EndpointView:
+        started = time.perf_counter()
         eid = naming.endpoint_id(want.guest, want.ifname)
         with self._locks.guest(want.guest.key), self._claim(eid):
             bridge = self._bridge_for_attach(want.bridge)
@@ -321,18 +323,18 @@ class Engine:
                 else:
                     record = replace(existing, netns_id=handle.ident, netns_path=handle.path)
                 self._check_route_overlap(record)
-                ops = self._plan_endpoint(record, handle)
-                self._apply(ops, handle, rollback=existing is None, what=f"endpoint {eid}")
+                ops = self._plumb(record, handle, fresh=existing is None)
                 if record != existing:
                     self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
             if ops:
                 log.info(
-                    "endpoint %s attached: %s %s on bridge %s (%d ops)",
+                    "endpoint %s attached: %s %s on bridge %s (%d ops, %.1f ms)",
                     eid,
                     want.guest,
                     want.ifname,
                     want.bridge,
                     len(ops),
+                    (time.perf_counter() - started) * 1000,
                 )
             return EndpointView(record)
 
@@ -550,6 +552,29 @@ class Engine:
         return f"{record.guest} {record.ifname}: differs from its spec"
 
     # ------------------------------------------------------------ helpers
+
+    def _plumb(self, record: EndpointRecord, handle: NetnsHandle, fresh: bool) -> tuple[Op, ...]:
+        """Observe, plan and apply one endpoint; returns the ops applied.
+
+        A new endpoint is planned optimistically on an empty host (saving two
+        netlink lookups): veth creation is atomic and fails with EEXIST,
+        before changing anything, if either name is taken -- and only then
+        is the host observed and planned against properly (a stale end of
+        ours is replaced, a foreign one is a conflict).
+        """
+        what = f"endpoint {record.id}"
+        if fresh:
+            want = plan.desired_endpoint(record, self.store.agent_id)
+            ops = plan.plan_endpoint(want, ObservedEndpoint(None, None), self.features)
+            try:
+                self._apply(ops, handle, rollback=True, what=what)
+                return ops
+            except Conflict as e:
+                if getattr(e, "completed", None) != []:
+                    raise
+        ops = self._plan_endpoint(record, handle)
+        self._apply(ops, handle, rollback=fresh, what=what)
+        return ops
 
     def _plan_endpoint(self, record: EndpointRecord, handle: NetnsHandle) -> tuple[Op, ...]:
         seen = self.netlink.observe_endpoint(

@@ -71,7 +71,9 @@ BRIDGE_VLAN_INFO_PVID = 0x2
 
 def _open(handle: NetnsHandle | None) -> IPRoute:
     sock = socket_in(handle, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    return IPRoute(fileno=sock.detach())
+    # groups=0: no multicast subscriptions. Otherwise every link, address and
+    # route event on the host is queued to this socket and parsed by pyroute2.
+    return IPRoute(fileno=sock.detach(), groups=0)
 
 
 # One host-namespace netlink connection per thread, kept for the thread's

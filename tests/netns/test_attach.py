@@ -310,3 +310,29 @@ def test_attach_announces_addresses_without_waiting(
     assert ep["mac"] in out
     assert "198.18.14.11" in out  # gratuitous ARP
     assert "neighbor advertisement" in out and "2001:db8:14::11" in out
+
+
+def test_names_in_the_way(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
+    """A foreign interface of the same name in the guest is a conflict and is
+    left alone; a stale end of our own (e.g. after a crash) is replaced."""
+    ns = netns.new()
+    daemon.cli("bridge", "add", bridge)
+    run("ip", "-n", ns, "link", "add", "eth1", "type", "veth", "peer", "name", "theirs")
+    rc, _, err = daemon.cli("attach", bridge, f"netns:{ns}", "198.18.15.5/24")
+    assert rc == 4 and "did not create" in err
+    assert link("eth1", ns) is not None and link("theirs", ns) is not None
+    run("ip", "-n", ns, "link", "del", "eth1")
+
+    ep = daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.15.5/24", "--ifname", "eth2")
+    daemon.cli_json("detach", f"netns:{ns}", "--ifname", "eth2")
+    # Put back a veth that looks like a crash leftover of that endpoint.
+    import json as _json
+
+    agent = _json.load(open(f"{daemon.state_dir}/state.json"))["agent_id"]
+    run("ip", "link", "add", ep["host_ifname"], "type", "veth", "peer", "name", "eth2", "netns", ns)
+    run("ip", "link", "set", ep["host_ifname"], "alias", f"netplumb:ep:{ep['id']}:{agent}")
+    run("ip", "-n", ns, "link", "set", "eth2", "alias", f"netplumb:ep:{ep['id']}:{agent}")
+    again = daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.15.5/24", "--ifname", "eth2")
+    assert again["host_ifname"] == ep["host_ifname"]
+    assert addresses("eth2", ns) == {"198.18.15.5/24"}
+    assert link(ep["host_ifname"])["master"] == bridge  # type: ignore[index]
