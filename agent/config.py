@@ -28,6 +28,12 @@ class Config:
     ovsdb: str = DEFAULT_OVSDB  # OVSDB endpoint (OVS bridges)
     docker_url: str = DEFAULT_DOCKER_URL  # Docker Engine API (Docker guests)
     log_level: str = "info"  # debug, info, warning, error
+    # Local tunnel endpoint address; empty: the source address of the route
+    # towards each peer.
+    underlay_address: str = ""
+    # OVS datapath type for the bridges netplumb creates: auto (system where
+    # the kernel datapath exists, netdev otherwise), system or netdev.
+    ovs_datapath_type: str = "auto"
 
 
 def load(path: str | None) -> Config:
@@ -66,6 +72,19 @@ def validate(cfg: Config, origin: str) -> None:
     for key in ("socket", "state_dir"):
         if not getattr(cfg, key).startswith("/"):
             raise ConfigError(f"{origin}: {key} must be an absolute path")
+    if cfg.ovs_datapath_type not in ("auto", "system", "netdev"):
+        raise ConfigError(
+            f"{origin}: ovs_datapath_type {cfg.ovs_datapath_type!r} is not auto, system or netdev"
+        )
+    if cfg.underlay_address:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(cfg.underlay_address)
+        except ValueError:
+            raise ConfigError(
+                f"{origin}: underlay_address {cfg.underlay_address!r} is not an IP address"
+            ) from None
 
 
 def from_args(args: argparse.Namespace) -> Config:
@@ -77,6 +96,8 @@ def from_args(args: argparse.Namespace) -> Config:
         "ovsdb": args.ovsdb,
         "docker_url": args.docker_url,
         "log_level": args.log_level,
+        "underlay_address": args.underlay_address,
+        "ovs_datapath_type": args.ovs_datapath_type,
     }
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     validate(cfg, "command line")

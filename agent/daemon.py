@@ -25,7 +25,7 @@ log = logging.getLogger("netplumb.daemon")
 EPILOG = """\
 configuration: settings come from the defaults, then the TOML file given with
 --config (keys: socket, socket_group, state_dir, ovsdb, docker_url,
-log_level), then these flags; flags win.
+log_level, underlay_address, ovs_datapath_type), then these flags; flags win.
 
 examples:
   netplumbd                                  # defaults, as the systemd unit runs it
@@ -60,6 +60,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--docker-url", metavar="URL", help=f"Docker API (default {config_mod.DEFAULT_DOCKER_URL})"
+    )
+    p.add_argument(
+        "--underlay-address",
+        metavar="IP",
+        help="local tunnel endpoint address (default: the source address towards each peer)",
+    )
+    p.add_argument(
+        "--ovs-datapath-type",
+        choices=("auto", "system", "netdev"),
+        help="datapath of the OVS bridges netplumb creates (default auto: system if the "
+        "kernel has the OVS datapath, else netdev)",
     )
     p.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="default info")
     p.add_argument("--version", action="version", version=f"netplumbd {__version__}")
