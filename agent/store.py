@@ -25,7 +25,7 @@ import ipaddress
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .core.model import (
@@ -36,6 +36,7 @@ from .core.model import (
     EndpointSpec,
     GuestKind,
     GuestRef,
+    PeerRecord,
     RouteSpec,
 )
 from .core.naming import new_agent_id
@@ -43,6 +44,7 @@ from .errors import InternalError
 
 SCHEMA_VERSION = 1
 STATE_FILE = "state.json"
+TABLES = ("bridges", "endpoints", "peers")
 
 
 class Store(Protocol):
@@ -57,6 +59,9 @@ class Store(Protocol):
     def delete_bridge(self, name: str) -> None: ...
     def put_endpoint(self, record: EndpointRecord) -> None: ...
     def delete_endpoint(self, endpoint_id: str) -> None: ...
+    def peers(self) -> Mapping[str, PeerRecord]: ...
+    def put_peer(self, record: PeerRecord) -> None: ...
+    def delete_peer(self, address: str) -> None: ...
 
 
 class FileStore:
@@ -78,17 +83,15 @@ class FileStore:
         self._path = os.path.join(state_dir, STATE_FILE)
         self._lock = threading.Lock()
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        self._bridges: dict[str, BridgeRecord] = {}
-        self._endpoints: dict[str, EndpointRecord] = {}
-        # The encoded line of each record, by the same keys as above.
-        self._bridge_lines: dict[str, bytes] = {}
-        self._endpoint_lines: dict[str, bytes] = {}
+        # Per table: the records by key, and the encoded line of each.
+        self._records: dict[str, dict[str, Any]] = {t: {} for t in TABLES}
+        self._lines: dict[str, dict[str, bytes]] = {t: {} for t in TABLES}
         self._agent_id = ""
         self._load()
         if not self._agent_id:
             agent_id = new_agent_id()
             with self._lock:
-                self._write(_render(agent_id, self._bridge_lines, self._endpoint_lines))
+                self._write(_render(agent_id, self._lines))
             self._agent_id = agent_id
 
     @property
@@ -103,49 +106,54 @@ class FileStore:
         return self._path
 
     def bridges(self) -> Mapping[str, BridgeRecord]:
-        with self._lock:
-            return dict(self._bridges)
+        return self._snapshot("bridges")
 
     def endpoints(self) -> Mapping[str, EndpointRecord]:
-        with self._lock:
-            return dict(self._endpoints)
+        return self._snapshot("endpoints")
+
+    def peers(self) -> Mapping[str, PeerRecord]:
+        return self._snapshot("peers")
 
     def put_bridge(self, record: BridgeRecord) -> None:
-        name = record.spec.name
-        line = _encode(bridge_to_json(record))
-        with self._lock:
-            lines = {**self._bridge_lines, name: line}
-            self._write(_render(self._agent_id, lines, self._endpoint_lines))
-            self._bridge_lines = lines
-            self._bridges[name] = record
+        self._put("bridges", record.spec.name, record, bridge_to_json(record))
 
     def delete_bridge(self, name: str) -> None:
-        with self._lock:
-            if name not in self._bridges:
-                return
-            lines = dict(self._bridge_lines)
-            del lines[name]
-            self._write(_render(self._agent_id, lines, self._endpoint_lines))
-            self._bridge_lines = lines
-            del self._bridges[name]
+        self._delete("bridges", name)
 
     def put_endpoint(self, record: EndpointRecord) -> None:
-        line = _encode(endpoint_to_json(record))
-        with self._lock:
-            lines = {**self._endpoint_lines, record.id: line}
-            self._write(_render(self._agent_id, self._bridge_lines, lines))
-            self._endpoint_lines = lines
-            self._endpoints[record.id] = record
+        self._put("endpoints", record.id, record, endpoint_to_json(record))
 
     def delete_endpoint(self, endpoint_id: str) -> None:
+        self._delete("endpoints", endpoint_id)
+
+    def put_peer(self, record: PeerRecord) -> None:
+        self._put("peers", str(record.address), record, peer_to_json(record))
+
+    def delete_peer(self, address: str) -> None:
+        self._delete("peers", address)
+
+    def _snapshot(self, table: str) -> dict[str, Any]:
         with self._lock:
-            if endpoint_id not in self._endpoints:
+            return dict(self._records[table])
+
+    def _put(self, table: str, key: str, record: Any, doc: dict[str, Any]) -> None:
+        line = _encode(doc)
+        with self._lock:
+            lines = dict(self._lines, **{table: {**self._lines[table], key: line}})
+            self._write(_render(self._agent_id, lines))
+            self._lines = lines
+            self._records[table][key] = record
+
+    def _delete(self, table: str, key: str) -> None:
+        with self._lock:
+            if key not in self._records[table]:
                 return
-            lines = dict(self._endpoint_lines)
-            del lines[endpoint_id]
-            self._write(_render(self._agent_id, self._bridge_lines, lines))
-            self._endpoint_lines = lines
-            del self._endpoints[endpoint_id]
+            remaining = dict(self._lines[table])
+            del remaining[key]
+            lines = dict(self._lines, **{table: remaining})
+            self._write(_render(self._agent_id, lines))
+            self._lines = lines
+            del self._records[table][key]
 
     def _load(self) -> None:
         try:
@@ -179,16 +187,25 @@ class FileStore:
         try:
             for item in _array(doc, "bridges"):
                 rec = bridge_from_json(item)
-                self._bridges[rec.spec.name] = rec
+                self._records["bridges"][rec.spec.name] = rec
             for item in _array(doc, "endpoints"):
                 ep = endpoint_from_json(item)
-                self._endpoints[ep.id] = ep
+                self._records["endpoints"][ep.id] = ep
+            for item in _array(doc, "peers"):
+                peer = peer_from_json(item)
+                self._records["peers"][str(peer.address)] = peer
         except (KeyError, TypeError, ValueError) as e:
             raise InternalError(f"state file {self._path} is malformed: {e!r}") from e
         # Encoded from the records, not copied from the file: a file with
         # defaulted (absent) fields is written back whole.
-        self._bridge_lines = {k: _encode(bridge_to_json(r)) for k, r in self._bridges.items()}
-        self._endpoint_lines = {k: _encode(endpoint_to_json(r)) for k, r in self._endpoints.items()}
+        encoders: dict[str, Callable[[Any], dict[str, Any]]] = {
+            "bridges": bridge_to_json,
+            "endpoints": endpoint_to_json,
+            "peers": peer_to_json,
+        }
+        self._lines = {
+            t: {k: _encode(encoders[t](r)) for k, r in self._records[t].items()} for t in TABLES
+        }
         self._agent_id = agent_id
 
     def _write(self, data: bytes) -> None:
@@ -234,19 +251,24 @@ def _encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _render(agent_id: str, bridges: Mapping[str, bytes], endpoints: Mapping[str, bytes]) -> bytes:
+def _render(agent_id: str, tables: Mapping[str, Mapping[str, bytes]]) -> bytes:
     """The state document from the encoded records, one record per line, in
     key order (stable diffs)."""
 
-    def array(name: bytes, lines: Mapping[str, bytes]) -> list[bytes]:
+    def array(name: str, lines: Mapping[str, bytes]) -> list[bytes]:
+        key = name.encode()
         if not lines:
-            return [b'"%s":[]' % name]
-        return [b'"%s":[\n' % name, b",\n".join([lines[k] for k in sorted(lines)]), b"\n]"]
+            return [b'"%s":[]' % key]
+        return [b'"%s":[\n' % key, b",\n".join([lines[k] for k in sorted(lines)]), b"\n]"]
 
     head = b'{\n"version":%d,\n"agent_id":%s,\n' % (SCHEMA_VERSION, json.dumps(agent_id).encode())
-    return b"".join(
-        [head, *array(b"bridges", bridges), b",\n", *array(b"endpoints", endpoints), b"\n}\n"]
-    )
+    parts: list[bytes] = [head]
+    for i, table in enumerate(TABLES):
+        if i:
+            parts.append(b",\n")
+        parts.extend(array(table, tables.get(table, {})))
+    parts.append(b"\n}\n")
+    return b"".join(parts)
 
 
 def _array(doc: dict[str, Any], key: str) -> list[Any]:
@@ -364,4 +386,16 @@ def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
         netns_id=(int(nid[0]), int(nid[1])) if nid else None,
         netns_path=d.get("netns_path", ""),
         extra_routes=tuple(_route_from_json(r) for r in d.get("extra_routes", [])),
+    )
+
+
+def peer_to_json(rec: PeerRecord) -> dict[str, Any]:
+    return {"address": str(rec.address), "name": rec.name, "source": rec.source}
+
+
+def peer_from_json(d: dict[str, Any]) -> PeerRecord:
+    return PeerRecord(
+        address=ipaddress.ip_address(d["address"]),
+        name=str(d.get("name", "")),
+        source=str(d.get("source", "static")),
     )

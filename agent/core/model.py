@@ -213,3 +213,48 @@ class HostFeatures:
     vlan_8021q: bool = False
     dummy: bool = False
     extras: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """A peer host: the other end of every overlay bridge's tunnels."""
+
+    address: IPAddress
+    name: str = ""
+    source: str = "static"  # "static" (peer add) or "cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedOvsBridge:
+    name: str
+    datapath_type: str
+    owner: str  # external_ids:netplumb-owner ("" when not ours)
+    ports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedOvsPort:
+    name: str
+    bridge: str
+    type: str
+    options: dict[str, str]
+    tag: int
+    owner: str
+    external_ids: dict[str, str]
+    ofport: int = -1
+    error: str = ""
+    link_state: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedVxlan:
+    """A Linux VXLAN device and its head-end replication entries."""
+
+    name: str
+    vni: int
+    local: str
+    master: str
+    learning: bool
+    mtu: int
+    alias: str
+    flood_to: tuple[str, ...]  # destinations of the all-zero FDB entries

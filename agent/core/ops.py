@@ -168,6 +168,119 @@ class Announce:
         return f"announce {', '.join(str(a.ip) for a in self.addresses)} on {self.name} (guest)"
 
 
+@dataclass(frozen=True, slots=True)
+class AddOvsBridge:
+    name: str
+    datapath_type: str
+    mtu: int = 0
+
+    def __str__(self) -> str:
+        return f"create OVS bridge {self.name} (datapath {self.datapath_type})"
+
+
+@dataclass(frozen=True, slots=True)
+class DelOvsBridge:
+    name: str
+
+    def __str__(self) -> str:
+        return f"delete OVS bridge {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddOvsPort:
+    """An OVS port (and its interface) on ``bridge``: a veth end, or a
+    tunnel when ``type`` is vxlan/geneve/gre with ``options``."""
+
+    bridge: str
+    name: str
+    tag: int = 0
+    type: str = ""
+    options: tuple[tuple[str, str], ...] = ()
+    external_ids: tuple[tuple[str, str], ...] = ()
+    mtu: int = 0
+
+    def __str__(self) -> str:
+        what = f"{self.type} tunnel {self.name}" if self.type else f"port {self.name}"
+        opts = " ".join(f"{k}={v}" for k, v in self.options)
+        tag = f" tag {self.tag}" if self.tag else ""
+        return f"add {what} to OVS bridge {self.bridge}{tag}" + (f" ({opts})" if opts else "")
+
+
+@dataclass(frozen=True, slots=True)
+class DelOvsPort:
+    name: str
+
+    def __str__(self) -> str:
+        return f"remove OVS port {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetOvsPortTag:
+    name: str
+    tag: int
+
+    def __str__(self) -> str:
+        return (
+            f"set VLAN tag {self.tag} on OVS port {self.name}"
+            if self.tag
+            else f"clear VLAN tag on {self.name}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CreateVxlan:
+    """A kernel VXLAN device for a Linux overlay bridge: learning off,
+    flooding only to the head-end replication entries netplumb adds."""
+
+    name: str
+    vni: int
+    local: str
+    bridge: str
+    mtu: int
+    alias: str
+    port: int = 4789
+
+    def __str__(self) -> str:
+        return f"create vxlan {self.name} vni {self.vni} local {self.local} on bridge {self.bridge}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddFlood:
+    """Head-end replication: an all-zero FDB entry sending BUM traffic of
+    ``name`` to ``dst``."""
+
+    name: str
+    dst: str
+
+    def __str__(self) -> str:
+        return f"flood {self.name} to peer {self.dst}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelFlood:
+    name: str
+    dst: str
+
+    def __str__(self) -> str:
+        return f"stop flooding {self.name} to peer {self.dst}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetTxChecksum:
+    """Turn tx checksum offload on or off on an interface (ethtool ioctl).
+    Off on the guest end of veths on userspace (netdev) OVS bridges, which
+    forward frames with unfinished checksums otherwise."""
+
+    where: Where
+    name: str
+    on: bool
+
+    def __str__(self) -> str:
+        return f"turn tx checksum offload {'on' if self.on else 'off'} on {self.name} ({self.where.value})"
+
+
+OvsOp = AddOvsBridge | DelOvsBridge | AddOvsPort | DelOvsPort | SetOvsPortTag
+
 Op = (
     CreateBridge
     | CreateVeth
@@ -183,6 +296,15 @@ Op = (
     | AddRoute
     | DelRoute
     | Announce
+    | AddOvsBridge
+    | DelOvsBridge
+    | AddOvsPort
+    | DelOvsPort
+    | SetOvsPortTag
+    | CreateVxlan
+    | AddFlood
+    | DelFlood
+    | SetTxChecksum
 )
 
 
@@ -198,4 +320,12 @@ def undo(op: Op) -> Op | None:
         return DelAddress(op.where, op.name, op.address)
     if isinstance(op, AddRoute):
         return DelRoute(op.name, op.route)
+    if isinstance(op, AddOvsBridge):
+        return DelOvsBridge(op.name)
+    if isinstance(op, AddOvsPort):
+        return DelOvsPort(op.name)
+    if isinstance(op, CreateVxlan):
+        return DeleteLink(Where.HOST, op.name)
+    if isinstance(op, AddFlood):
+        return DelFlood(op.name, op.dst)
     return None

@@ -5,7 +5,9 @@ into netplumb errors and nothing else escapes it.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import ipaddress
 import logging
 import socket
@@ -27,15 +29,19 @@ from ..core.model import (
     ObservedEndpoint,
     ObservedLink,
     ObservedRoute,
+    ObservedVxlan,
 )
 from ..core.ops import (
     AddAddress,
+    AddFlood,
     AddRoute,
     Announce,
     CreateBridge,
     CreateVeth,
+    CreateVxlan,
     DelAddress,
     DeleteLink,
+    DelFlood,
     DelRoute,
     Op,
     SetBridgeVlanFiltering,
@@ -43,6 +49,7 @@ from ..core.ops import (
     SetMaster,
     SetMtu,
     SetPortVlan,
+    SetTxChecksum,
     SetUp,
     Where,
 )
@@ -64,6 +71,10 @@ RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 IPV6_DEFAULT_METRIC = 1024
 ETH_P_ARP = 0x0806
+ZERO_MAC = "00:00:00:00:00:00"
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x16
+ETHTOOL_STXCSUM = 0x17
 AF_BRIDGE = 7
 RTEXT_FILTER_BRVLAN = 2
 BRIDGE_VLAN_INFO_PVID = 0x2
@@ -363,6 +374,79 @@ class NetlinkDriver:
                     out.append((msg.get_attr("IFLA_IFNAME"), _kind(msg), alias))
         return out
 
+    def observe_vxlan(self, name: str) -> ObservedVxlan | None:
+        with self._session(None) as s:
+            msg = _link_by_name(s.host, name)
+            if msg is None or _kind(msg) != "vxlan":
+                return None
+            index = msg["index"]
+            s.remember(Where.HOST, name, index)
+            data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            master = ""
+            if msg.get_attr("IFLA_MASTER"):
+                found = s.host.link("get", index=msg.get_attr("IFLA_MASTER"))
+                master = found[0].get_attr("IFLA_IFNAME") if found else ""
+            flood = sorted(
+                str(e.get_attr("NDA_DST"))
+                for e in s.host.fdb("dump", ifindex=index)
+                if e.get_attr("NDA_LLADDR") == ZERO_MAC
+                and e.get_attr("NDA_DST")
+                and e["ifindex"] == index
+            )
+            return ObservedVxlan(
+                name=name,
+                vni=int(data.get_attr("IFLA_VXLAN_ID") or 0) if data is not None else 0,
+                local=str(
+                    (data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6") or "")
+                    if data is not None
+                    else ""
+                ),
+                master=master,
+                learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")) if data is not None else True,
+                mtu=msg.get_attr("IFLA_MTU") or 0,
+                alias=msg.get_attr("IFLA_IFALIAS") or "",
+                flood_to=tuple(flood),
+            )
+
+    def tx_checksum(self, guest: NetnsHandle | None, name: str) -> bool | None:
+        """tx checksum offload state of ``name`` (None: no such interface)."""
+        try:
+            return get_tx_checksum(guest, name)
+        except OSError:
+            return None
+
+    def link_exists(self, name: str) -> bool:
+        with self._session(None) as s:
+            return _link_by_name(s.host, name) is not None
+
+    def underlay(self, local: str = "", towards: str = "") -> tuple[str, str, int] | None:
+        """(local address, interface, MTU) of the underlay: the interface
+        holding ``local``, else the route towards ``towards`` (its source
+        address), else the default route's interface. None if none is found."""
+        with self._session(None) as s:
+            if local:
+                fam = socket.AF_INET6 if ":" in local else socket.AF_INET
+                for a in s.host.addr("dump", family=fam):
+                    ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+                    if ip == local:
+                        msg = s.host.link("get", index=a["index"])[0]
+                        return local, msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_MTU") or 1500
+                return None
+            target = towards or "198.18.0.0"
+            try:
+                routes = s.host.route("get", dst=target)
+            except NetlinkError:
+                return None
+            if not routes:
+                return None
+            r = routes[0]
+            oif = r.get_attr("RTA_OIF")
+            src = r.get_attr("RTA_PREFSRC") or ""
+            if not oif:
+                return None
+            msg = s.host.link("get", index=oif)[0]
+            return src, msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_MTU") or 1500
+
     # -- apply
 
     def apply(self, ops: Sequence[Op], guest: NetnsHandle | None) -> list[Op]:
@@ -513,6 +597,37 @@ class NetlinkDriver:
                 except NetlinkError as e:
                     if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
                         raise
+        elif isinstance(op, CreateVxlan):
+            s.host.link(
+                "add",
+                ifname=op.name,
+                kind="vxlan",
+                vxlan_id=op.vni,
+                vxlan_local=op.local,
+                vxlan_port=op.port,
+                vxlan_learning=0,
+                master=s.index(Where.HOST, op.bridge),
+                mtu=op.mtu,
+                state="up",
+            )
+            s.forget(Where.HOST, op.name)
+            s.host.link("set", ifname=op.name, ifalias=op.alias)
+        elif isinstance(op, AddFlood | DelFlood):
+            kw = {"ifindex": s.index(Where.HOST, op.name), "lladdr": ZERO_MAC, "dst": op.dst}
+            if isinstance(op, AddFlood):
+                try:
+                    s.host.fdb("append", **kw)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise
+            else:
+                try:
+                    s.host.fdb("del", **kw)
+                except NetlinkError as e:
+                    if e.code not in (errno.ENOENT, errno.ENODEV):
+                        raise
+        elif isinstance(op, SetTxChecksum):
+            set_tx_checksum(s.guest_ns if op.where is Where.GUEST else None, op.name, op.on)
         elif isinstance(op, Announce):
             self._announce(s, op)
         else:  # pragma: no cover - exhaustive
@@ -541,6 +656,39 @@ class NetlinkDriver:
                 log.warning("cannot announce %s on %s: %s", a.ip, op.name, e)
         if socks:
             self._announcer.submit(_send_announcements, socks)
+
+
+class _EthtoolValue(ctypes.Structure):
+    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
+
+
+class _IfReq(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char * 16),
+        ("data", ctypes.c_void_p),
+        ("pad", ctypes.c_char * 16),
+    ]
+
+
+def _ethtool(ns: NetnsHandle | None, name: str, cmd: int, data: int = 0) -> int:
+    """One legacy ethtool ioctl (struct ethtool_value) on ``name`` inside
+    ``ns``: what `ethtool -K IF tx off` does, without the binary."""
+    value = _EthtoolValue(cmd, data)
+    req = _IfReq(name.encode(), ctypes.addressof(value))
+    sock = socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM, 0)
+    try:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, req)
+    finally:
+        sock.close()
+    return int(value.data)
+
+
+def get_tx_checksum(ns: NetnsHandle | None, name: str) -> bool:
+    return bool(_ethtool(ns, name, ETHTOOL_GTXCSUM))
+
+
+def set_tx_checksum(ns: NetnsHandle | None, name: str, on: bool) -> None:
+    _ethtool(ns, name, ETHTOOL_STXCSUM, 1 if on else 0)
 
 
 def _send_announcements(socks: list[tuple[socket.socket, bytes, Any]]) -> None:

@@ -23,6 +23,7 @@ from netplumb.agent.core.model import (
     EndpointSpec,
     GuestKind,
     GuestRef,
+    PeerRecord,
     RouteSpec,
 )
 from netplumb.agent.errors import InternalError
@@ -438,6 +439,13 @@ def old_format(agent_id: str, bridges: list[BridgeRecord], eps: list[EndpointRec
     return json.dumps(doc, indent=1, sort_keys=True)
 
 
+def with_peers(text: str) -> object:
+    """The current document shape: an (empty) peers table was added."""
+    doc = json.loads(text)
+    doc.setdefault("peers", [])
+    return doc
+
+
 def test_a_file_in_the_indented_format_loads(tmp_path: Path) -> None:
     write_state(tmp_path, old_format("agent42", list(BRIDGES), [FULL, MINIMAL, PATH_GUEST]))
     s = FileStore(str(tmp_path))
@@ -454,6 +462,7 @@ def test_the_document_has_the_same_content_with_one_record_per_line(tmp_path: Pa
         "agent_id": s.agent_id,
         "bridges": [],
         "endpoints": [],
+        "peers": [],
     }
     for b in reversed(BRIDGES):
         s.put_bridge(b)
@@ -461,7 +470,7 @@ def test_the_document_has_the_same_content_with_one_record_per_line(tmp_path: Pa
         s.put_endpoint(e)
     text = (tmp_path / "state.json").read_text()
     # Same data as the indented format, records in key order.
-    assert json.loads(text) == json.loads(
+    assert json.loads(text) == with_peers(
         old_format(
             s.agent_id,
             sorted(BRIDGES, key=lambda b: b.spec.name),
@@ -475,3 +484,16 @@ def test_the_document_has_the_same_content_with_one_record_per_line(tmp_path: Pa
         e.id for e in (FULL, MINIMAL, PATH_GUEST)
     )
     assert text.isascii() and text.endswith("}\n")
+
+
+def test_peers_round_trip(tmp_path: Path) -> None:
+    s = FileStore(str(tmp_path))
+    a = PeerRecord(ipaddress.ip_address("198.18.0.12"), "h2")
+    b = PeerRecord(ipaddress.ip_address("2001:db8::12"), "", "cluster")
+    s.put_peer(a)
+    s.put_peer(b)
+    s.delete_peer("198.18.0.99")  # absent: a no-op
+    again = FileStore(str(tmp_path))
+    assert dict(again.peers()) == {"198.18.0.12": a, "2001:db8::12": b}
+    again.delete_peer("198.18.0.12")
+    assert list(FileStore(str(tmp_path)).peers()) == ["2001:db8::12"]
