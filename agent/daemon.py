@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from . import __version__
@@ -112,9 +113,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NetplumbError as e:
         log.error("%s%s", e.message, f" ({e.hint})" if e.hint else "")
         return 1
+    from .drivers.ovs import OvsDriver
+
     driver = NetlinkDriver(fault_inject=os.environ.get("NETPLUMB_FAULT_INJECT", ""))
-    engine = Engine(store, driver)
+    ovs = OvsDriver(cfg.ovsdb, cfg.ovs_datapath_type)
+    engine = Engine(store, driver, ovs, cfg.underlay_address)
     driver.features()
+    # OVS may still be starting: give it a moment before the start-up
+    # reconcile, which needs it for OVS bridges; later (re)connections
+    # reconcile again by themselves.
+    if any(b.spec.kind.value == "ovs" for b in store.bridges().values()):
+        deadline = time.monotonic() + 3
+        while not ovs.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     repaired, failed, collected = engine.reconcile()
     log.info(
@@ -125,6 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for d in failed:
         log.warning("could not repair %s %s: %s", d.object, d.name, d.detail)
+
+    def on_ovs_connect() -> None:
+        if any(b.spec.kind.value == "ovs" for b in store.bridges().values()):
+            r, f, c = engine.reconcile()
+            log.info(
+                "OVS (re)connected: %d repaired, %d failed, %d collected", len(r), len(f), len(c)
+            )
+
+    ovs.on_connect.append(on_ovs_connect)
 
     server = Server(engine, cfg.socket, cfg.state_dir, group=cfg.socket_group)
     try:
@@ -153,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     notify("STOPPING=1")
     server.stop()
+    ovs.close()
     driver.close()
     log.info("stopped")
     return 0

@@ -17,24 +17,29 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
-from .core import naming, plan, spec
+from .core import naming, overlay, plan, spec
 from .core.model import (
     BridgeKind,
     BridgeRecord,
     BridgeSpec,
+    DesiredEndpoint,
     EndpointRecord,
     EndpointSpec,
     GuestKind,
     GuestRef,
     HostFeatures,
+    IPAddress,
     ObservedEndpoint,
+    PeerRecord,
     RouteSpec,
 )
-from .core.ops import Op, undo
+from .core.ops import DeleteLink, DelOvsBridge, DelOvsPort, Op, OvsOp, Where, undo
 from .drivers.netlink import NetlinkDriver
 from .drivers.netns import NetnsHandle, host_ident, netns_ident, open_netns
+from .drivers.ovs import OvsDriver, wait_for_link
 from .errors import (
     Conflict,
+    DependencyUnavailable,
     InvalidSpec,
     NetplumbError,
     NotFound,
@@ -61,6 +66,23 @@ class BridgeView:
     present: bool
     mtu: int
     endpoint_count: int
+    endpoint_mtu: int = 0
+    datapath_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelView:
+    bridge: str
+    vni: int
+    type: str
+    port: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    record: PeerRecord
+    tunnels: tuple[TunnelView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +165,18 @@ def guest_path(guest: GuestRef) -> str:
 
 
 class Engine:
-    def __init__(self, store: Store, netlink: NetlinkDriver) -> None:
+    def __init__(
+        self,
+        store: Store,
+        netlink: NetlinkDriver,
+        ovs: OvsDriver | None = None,
+        underlay_address: str = "",
+    ) -> None:
         self.store = store
         self.netlink = netlink
+        self.ovs = ovs
+        self.underlay_address = underlay_address
+        self._peer_lock = threading.Lock()
         self._locks = _Locks()
         self._inflight: set[str] = set()
         self._inflight_mu = threading.Lock()
@@ -158,16 +189,8 @@ class Engine:
     # ------------------------------------------------------------ bridges
 
     def create_bridge(self, want: BridgeSpec) -> BridgeView:
-        if want.kind is BridgeKind.OVS:
-            raise Unimplemented(
-                "OVS bridges are not implemented in this version",
-                field="spec.kind",
-                hint="use a Linux bridge (--kind linux)",
-            )
-        if want.vni:
-            raise Unimplemented(
-                "overlay bridges (--vni) are not implemented in this version", field="spec.vni"
-            )
+        if want.kind is BridgeKind.LINUX:
+            overlay.check_linux_tunnel(want, self.features)
         with self._locks.bridge(want.name).write():
             existing = self.store.bridges().get(want.name)
             if existing is not None and existing.spec != want:
@@ -177,24 +200,67 @@ class Engine:
                     field="spec",
                     hint=f"delete it first with 'netplumb bridge del {want.name}'",
                 )
-            seen = self.netlink.observe_bridge(want.name)
-            ops, owned = plan.plan_bridge(want, seen, existing, self.store.agent_id)
-            if existing is not None:
-                owned = existing.owned
-            foreign = () if owned else tuple(a for a in seen.addresses if a in want.addresses)
-            if existing is not None:
-                foreign = existing.foreign_addresses
-            self._apply(ops, None, rollback=existing is None, what=f"bridge {want.name}")
-            record = BridgeRecord(spec=want, owned=owned, foreign_addresses=foreign)
+            if want.vni and existing is None:
+                for other in self.store.bridges().values():
+                    if other.spec.vni == want.vni:
+                        raise Conflict(
+                            f"VNI {want.vni} is already carried by bridge {other.spec.name}",
+                            field="spec.vni",
+                            hint="one bridge per VNI on a host",
+                        )
+            record, ops = self._converge_bridge(want, existing, rollback=existing is None)
             if existing != record:
                 self._store_or_rollback(lambda: self.store.put_bridge(record), ops, None)
                 log.info(
                     "bridge %s %s%s",
                     want.name,
-                    "created" if owned else "adopted",
+                    "created" if record.owned else "adopted",
                     f" ({'; '.join(map(str, ops))})" if ops else "",
                 )
             return self._bridge_view(record)
+
+    def _converge_bridge(
+        self, want: BridgeSpec, existing: BridgeRecord | None, rollback: bool
+    ) -> tuple[BridgeRecord, tuple[Op, ...]]:
+        """Make one bridge (and, for an overlay, its tunnels) match; returns
+        the record and the ops applied."""
+        done: list[Op] = []
+        try:
+            if want.kind is BridgeKind.OVS:
+                ovs = self._need_ovs()
+                mtu = want.mtu or (self._overlay_mtu(want) if want.vni else 0)
+                seen_ovs = ovs.observe_bridge(want.name)
+                ops, owned = overlay.plan_ovs_bridge(
+                    want, seen_ovs, existing, self.store.agent_id, ovs.datapath_type(), mtu
+                )
+                self._apply(ops, None, rollback=rollback, what=f"bridge {want.name}")
+                done.extend(ops)
+                if not wait_for_link(self.netlink.link_exists, want.name):
+                    raise DependencyUnavailable(
+                        f"Open vSwitch did not create the interface of bridge {want.name}",
+                        hint="check ovs-vswitchd is running (its log says why)",
+                    )
+                link = self.netlink.observe_bridge(want.name)
+                link_ops = overlay.plan_bridge_link(want, link, mtu)
+            else:
+                link = self.netlink.observe_bridge(want.name)
+                link_ops, owned = plan.plan_bridge(want, link, existing, self.store.agent_id)
+            if existing is not None:
+                owned = existing.owned
+            foreign = () if owned else tuple(a for a in link.addresses if a in want.addresses)
+            if existing is not None:
+                foreign = existing.foreign_addresses
+            self._apply(link_ops, None, rollback=rollback, what=f"bridge {want.name}")
+            done.extend(link_ops)
+            if want.vni:
+                tunnel_ops = self._plan_overlay(want)
+                self._apply(tunnel_ops, None, rollback=rollback, what=f"bridge {want.name}")
+                done.extend(tunnel_ops)
+        except NetplumbError:
+            if rollback and done:
+                self._undo(done, None, f"bridge {want.name}")
+            raise
+        return BridgeRecord(spec=want, owned=owned, foreign_addresses=foreign), tuple(done)
 
     def delete_bridge(self, name: str) -> tuple[bool, bool]:
         spec.ifname(name, "name")
@@ -209,11 +275,21 @@ class Engine:
                     field="name",
                     hint="detach them first ('netplumb ls' lists them)",
                 )
-            seen = self.netlink.observe_bridge(name)
-            ops = plan.plan_bridge_delete(record, seen, self.store.agent_id)
+            link = self.netlink.observe_bridge(name)
+            if record.spec.kind is BridgeKind.OVS:
+                ops = overlay.plan_ovs_bridge_delete(
+                    record, self._need_ovs().observe_bridge(name), link
+                )
+            else:
+                ops = plan.plan_bridge_delete(record, link, self.store.agent_id)
+                if record.spec.vni:
+                    # A bridge's ports outlive it: the VXLAN device goes first.
+                    ops = (DeleteLink(Where.HOST, overlay.vxlan_name(record.spec.vni)), *ops)
             self._apply(ops, None, rollback=False, what=f"bridge {name}")
             self.store.delete_bridge(name)
-            deleted = any(type(op).__name__ == "DeleteLink" for op in ops)
+            deleted = any(
+                isinstance(op, DeleteLink | DelOvsBridge) and op.name == name for op in ops
+            )
             log.info("bridge %s %s", name, "deleted" if deleted else "forgotten (not ours)")
             return True, deleted
 
@@ -221,12 +297,198 @@ class Engine:
         return [self._bridge_view(r) for _, r in sorted(self.store.bridges().items())]
 
     def _bridge_view(self, record: BridgeRecord) -> BridgeView:
-        seen = self.netlink.observe_bridge(record.spec.name)
+        seen = self.netlink.observe_bridge(record.spec.name, addresses=False)
         count = sum(1 for e in self.store.endpoints().values() if e.spec.bridge == record.spec.name)
-        return BridgeView(record=record, present=seen.exists, mtu=seen.mtu, endpoint_count=count)
+        datapath = ""
+        if record.spec.kind is BridgeKind.OVS and self.ovs is not None and self.ovs.connected:
+            row = self.ovs.observe_bridge(record.spec.name)
+            datapath = row.datapath_type if row else ""
+        return BridgeView(
+            record=record,
+            present=seen.exists,
+            mtu=seen.mtu,
+            endpoint_count=count,
+            endpoint_mtu=self._endpoint_mtu(record),
+            datapath_type=datapath,
+        )
+
+    def _endpoint_mtu(self, record: BridgeRecord) -> int:
+        """The MTU endpoints on this bridge get unless they say otherwise: the
+        bridge's own, or for an overlay the underlay MTU minus the
+        encapsulation overhead."""
+        if record.spec.mtu:
+            return record.spec.mtu
+        if record.spec.vni:
+            return self._overlay_mtu(record.spec)
+        return self.netlink.observe_bridge(record.spec.name, addresses=False).mtu or 1500
 
     def _bridge_mtu(self, name: str) -> int:
+        record = self.store.bridges().get(name)
+        if record is not None:
+            return self._endpoint_mtu(record)
         return self.netlink.observe_bridge(name, addresses=False).mtu or 1500
+
+    # ------------------------------------------------------------ overlays
+
+    def _underlay(self, towards: str = "") -> tuple[str, str, int]:
+        """(local address, interface, MTU) of the underlay."""
+        found = self.netlink.underlay(self.underlay_address, towards)
+        if found is None:
+            if self.underlay_address:
+                raise PreconditionFailed(
+                    f"the underlay address {self.underlay_address} is on no interface of this host",
+                    hint="fix --underlay-address (underlay_address in the config)",
+                )
+            raise PreconditionFailed(
+                "cannot find the underlay: no route towards the peers",
+                hint="give --underlay-address, or add a route towards the peer hosts",
+            )
+        return found
+
+    def _overlay_mtu(self, want: BridgeSpec) -> int:
+        peers = list(self.store.peers().values())
+        towards = str(peers[0].address) if peers else ""
+        try:
+            local, _, mtu = self._underlay(towards)
+        except PreconditionFailed:
+            local, mtu = "", 1500
+        return overlay.overlay_mtu(mtu, want.tunnel or "vxlan", ":" in local)
+
+    def _plan_overlay(self, want: BridgeSpec) -> tuple[Op, ...]:
+        peers = sorted(self.store.peers().values(), key=lambda p: str(p.address))
+        if want.kind is BridgeKind.OVS:
+            ovs = self._need_ovs()
+            local = self.underlay_address
+            ours = [
+                p
+                for p in ovs.owned_ports(self.store.agent_id)
+                if p.external_ids.get(overlay.BRIDGE_ID) == want.name
+                and overlay.PEER_ID in p.external_ids
+            ]
+            return overlay.plan_ovs_tunnels(want, peers, local, ours)
+        local, _, _ = self._underlay(str(peers[0].address) if peers else "")
+        if not local:
+            raise PreconditionFailed(
+                "the underlay has no source address for VXLAN",
+                hint="give --underlay-address",
+            )
+        mtu = want.mtu or self._overlay_mtu(want)
+        seen = self.netlink.observe_vxlan(overlay.vxlan_name(want.vni))
+        return overlay.plan_linux_overlay(want, peers, local, mtu, seen, self.store.agent_id)
+
+    def _check_userspace_routing(self, peer: str) -> None:
+        """The userspace datapath builds tunnel packets itself and can only
+        route them out of an OVS bridge: the local underlay address must sit
+        on one (br-phy). Checked for peers of OVS overlays on netdev."""
+        ovs_overlays = [
+            b for b in self.store.bridges().values() if b.spec.vni and b.spec.kind is BridgeKind.OVS
+        ]
+        if not ovs_overlays or self.ovs is None or self.ovs.datapath_type() != "netdev":
+            return
+        local, ifname, _ = self._underlay(peer)
+        if self.ovs.interface_type(ifname) != "internal":
+            raise PreconditionFailed(
+                f"the userspace OVS datapath cannot send tunnel packets to {peer}: the "
+                f"underlay address {local or '?'} is on {ifname}, which is not an OVS bridge",
+                field="address",
+                hint=(
+                    f"move the underlay address onto an OVS bridge holding {ifname}: "
+                    f"ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev "
+                    f"fail_mode=standalone; ovs-vsctl add-port br-phy {ifname}; "
+                    f"ip addr del ADDRESS dev {ifname}; ip addr add ADDRESS dev br-phy; "
+                    "ip link set br-phy up"
+                ),
+            )
+
+    # --------------------------------------------------------------- peers
+
+    def add_peer(self, address: IPAddress, name: str) -> PeerView:
+        key = str(address)
+        with self._peer_lock:
+            existing = self.store.peers().get(key)
+            record = PeerRecord(address=address, name=name or (existing.name if existing else ""))
+            if existing is not None and name and existing.name and existing.name != name:
+                raise Conflict(f"peer {key} exists with the name {existing.name}", field="name")
+            try:
+                local = self._underlay(key)[0]
+            except PreconditionFailed:
+                local = ""
+            if local and local == key:
+                raise InvalidSpec(f"{key} is this host's own underlay address", field="address")
+            self._check_userspace_routing(key)
+            if existing != record:
+                self.store.put_peer(record)
+            try:
+                self._converge_overlays(rollback=False)
+            except NetplumbError:
+                if existing is None:
+                    self.store.delete_peer(key)
+                    self._converge_overlays(rollback=False)
+                else:
+                    self.store.put_peer(existing)
+                raise
+            log.info("peer %s added%s", key, f" ({record.name})" if record.name else "")
+            return self._peer_view(record)
+
+    def remove_peer(self, peer: str) -> bool:
+        with self._peer_lock:
+            found = [
+                p for k, p in self.store.peers().items() if k == peer or (p.name and p.name == peer)
+            ]
+            if not found:
+                return False
+            for p in found:
+                self.store.delete_peer(str(p.address))
+            self._converge_overlays(rollback=False)
+            log.info("peer %s removed", ", ".join(str(p.address) for p in found))
+            return True
+
+    def list_peers(self) -> list[PeerView]:
+        return [self._peer_view(p) for _, p in sorted(self.store.peers().items())]
+
+    def _peer_view(self, peer: PeerRecord) -> PeerView:
+        tunnels: list[TunnelView] = []
+        remote = str(peer.address)
+        for b in sorted(self.store.bridges().values(), key=lambda b: b.spec.name):
+            if not b.spec.vni:
+                continue
+            if b.spec.kind is BridgeKind.OVS:
+                port = overlay.tunnel_port_name(b.spec.name, remote)
+                state = "ovs down"
+                if self.ovs is not None and self.ovs.connected:
+                    row = self.ovs.observe_port(port)
+                    if row is None:
+                        state = "missing"
+                    elif row.error:
+                        state = f"error: {row.error}"
+                    else:
+                        state = "up" if row.ofport >= 0 else "down"
+            else:
+                port = overlay.vxlan_name(b.spec.vni)
+                seen = self.netlink.observe_vxlan(port)
+                state = "up" if seen is not None and remote in seen.flood_to else "missing"
+            tunnels.append(TunnelView(b.spec.name, b.spec.vni, b.spec.tunnel, port, state))
+        return PeerView(peer, tuple(tunnels))
+
+    def _converge_overlays(self, rollback: bool) -> list[Op]:
+        """Tunnels of every overlay bridge towards the current peers."""
+        applied: list[Op] = []
+        for name, b in sorted(self.store.bridges().items()):
+            if not b.spec.vni:
+                continue
+            with self._locks.bridge(name).write():
+                ops = self._plan_overlay(b.spec)
+                self._apply(ops, None, rollback=rollback, what=f"overlay {name}")
+                applied.extend(ops)
+        return applied
+
+    def _need_ovs(self) -> OvsDriver:
+        if self.ovs is None:
+            raise DependencyUnavailable(
+                "this netplumbd runs without Open vSwitch", hint="start it with --ovsdb URL"
+            )
+        self.ovs._need()
+        return self.ovs
 
     def _check_route_overlap(self, record: EndpointRecord) -> None:
         """Two endpoints of one guest must not both own a route: they would
@@ -274,9 +536,9 @@ class Engine:
         with self._locks.guest(want.guest.key), self._claim(eid):
             bridge = self._bridge_for_attach(want.bridge)
             with self._locks.bridge(want.bridge).read(), ExitStack() as stack:
-                if bridge.spec.kind is BridgeKind.OVS:  # pragma: no cover - not creatable yet
-                    raise Unimplemented("endpoints on OVS bridges are not implemented")
-                plan.check_endpoint_features(want.vlan, self.features)
+                plan.check_endpoint_features(
+                    want.vlan, self.features, bridge.spec.kind is BridgeKind.OVS
+                )
                 existing = self.store.endpoints().get(eid)
                 if existing is not None and existing.spec != want:
                     raise Conflict(
@@ -357,7 +619,8 @@ class Engine:
 
     def _detach_one(self, record: EndpointRecord) -> None:
         with self._guest_scope(record) as handle:
-            seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
+            ovs, _ = self._bridge_context(record.spec.bridge)
+            seen = self._observe_endpoint(record, handle, ovs, False)
             ops = plan.plan_detach(record, seen, self.store.agent_id)
             self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
         self.store.delete_endpoint(record.id)
@@ -484,13 +747,12 @@ class Engine:
         for name, bridge in sorted(self.store.bridges().items()):
             with self._locks.bridge(name).write():
                 try:
-                    seen = self.netlink.observe_bridge(name)
-                    ops, _ = plan.plan_bridge(bridge.spec, seen, bridge, self.store.agent_id)
+                    ops = self._plan_bridge_only(bridge)
                     if ops:
                         d = Drift("bridge", name, "bridge differs from its spec", _strs(ops))
                         drift.append(d)
                         if repair:
-                            self._apply(ops, None, rollback=False, what=f"bridge {name}")
+                            self._converge_bridge(bridge.spec, bridge, rollback=False)
                 except NetplumbError as e:
                     failed.append(Drift("bridge", name, str(e)))
         for stored in sorted(self.store.endpoints().values(), key=lambda r: r.id):
@@ -518,14 +780,84 @@ class Engine:
                 "orphan", name, f"veth {name} is tagged for endpoint {eid}, which has no record"
             )
             if repair:
-                from .core.ops import DeleteLink, Where
-
                 self._apply([DeleteLink(Where.HOST, name)], None, rollback=False, what=name)
                 log.info("garbage-collected orphan veth %s (endpoint %s)", name, eid)
                 collected.append(d)
             else:
                 drift.append(replace(d, repair=(f"delete link {name} (host)",)))
+        for d, ops in self._orphans(known | busy):
+            if repair:
+                try:
+                    self._apply(ops, None, rollback=False, what=d.name)
+                    log.info("garbage-collected %s %s", d.object, d.name)
+                    collected.append(d)
+                except NetplumbError as e:
+                    failed.append(replace(d, detail=f"{d.detail}; removing it failed: {e}"))
+            else:
+                drift.append(replace(d, repair=_strs(ops)))
         return drift, failed, collected
+
+    def _plan_bridge_only(self, record: BridgeRecord) -> tuple[Op, ...]:
+        """What a repair of this bridge would do (nothing is applied)."""
+        want = record.spec
+        if want.kind is BridgeKind.OVS:
+            ovs = self._need_ovs()
+            mtu = want.mtu or (self._overlay_mtu(want) if want.vni else 0)
+            row = ovs.observe_bridge(want.name)
+            if row is None:
+                return overlay.plan_ovs_bridge(
+                    want, row, record, self.store.agent_id, ovs.datapath_type(), mtu
+                )[0]
+            ops = overlay.plan_bridge_link(want, self.netlink.observe_bridge(want.name), mtu)
+        else:
+            ops, _ = plan.plan_bridge(
+                want, self.netlink.observe_bridge(want.name), record, self.store.agent_id
+            )
+        if want.vni:
+            ops = (*ops, *self._plan_overlay(want))
+        return ops
+
+    def _orphans(self, keep_endpoints: set[str]) -> list[tuple[Drift, tuple[Op, ...]]]:
+        """Objects tagged as this agent's that no record wants: OVS bridges
+        and ports, and VXLAN devices of bridges that are gone."""
+        out: list[tuple[Drift, tuple[Op, ...]]] = []
+        agent = self.store.agent_id
+        bridges = self.store.bridges()
+        peers = set(self.store.peers())
+        vnis = {
+            b.spec.vni for b in bridges.values() if b.spec.vni and b.spec.kind is BridgeKind.LINUX
+        }
+        for name, kind, alias in self.netlink.tagged_host_links():
+            if kind == "vxlan" and alias == overlay.vxlan_alias(agent):
+                vni = name[4:]
+                if not (vni.isdigit() and int(vni) in vnis):
+                    out.append(
+                        (
+                            Drift("orphan", name, f"VXLAN device {name} belongs to no bridge"),
+                            (DeleteLink(Where.HOST, name),),
+                        )
+                    )
+        if self.ovs is None or not self.ovs.connected:
+            return out
+        for br in self.ovs.bridge_names():
+            row = self.ovs.observe_bridge(br)
+            if row is not None and row.owner == agent and br not in bridges:
+                out.append(
+                    (Drift("orphan", br, f"OVS bridge {br} has no record"), (DelOvsBridge(br),))
+                )
+        for port in self.ovs.owned_ports(agent):
+            ids = port.external_ids
+            eid = ids.get(overlay.ENDPOINT_ID)
+            peer = ids.get(overlay.PEER_ID)
+            bridge = bridges.get(ids.get(overlay.BRIDGE_ID, ""))
+            if eid is not None and eid not in keep_endpoints:
+                why = f"OVS port {port.name} is for endpoint {eid}, which has no record"
+            elif peer is not None and (peer not in peers or bridge is None or not bridge.spec.vni):
+                why = f"tunnel {port.name} to {peer} is for no current peer or overlay bridge"
+            else:
+                continue
+            out.append((Drift("orphan", port.name, why), (DelOvsPort(port.name),)))
+        return out
 
     def _converge_endpoint(self, record: EndpointRecord, repair: bool) -> Drift | None:
         with self._guest_scope(record) as handle:
@@ -564,7 +896,7 @@ class Engine:
         """
         what = f"endpoint {record.id}"
         if fresh:
-            want = plan.desired_endpoint(record, self.store.agent_id)
+            want = self._desired(record)
             ops = plan.plan_endpoint(want, ObservedEndpoint(None, None), self.features)
             try:
                 self._apply(ops, handle, rollback=True, what=what)
@@ -577,12 +909,35 @@ class Engine:
         return ops
 
     def _plan_endpoint(self, record: EndpointRecord, handle: NetnsHandle) -> tuple[Op, ...]:
+        want = self._desired(record)
+        seen = self._observe_endpoint(record, handle, want.ovs, want.tx_checksum_off)
+        return plan.plan_endpoint(want, seen, self.features)
+
+    def _bridge_context(self, bridge: str) -> tuple[bool, bool]:
+        """(on an OVS bridge, on a userspace OVS datapath)."""
+        record = self.store.bridges().get(bridge)
+        if record is None or record.spec.kind is not BridgeKind.OVS:
+            return False, False
+        row = self._need_ovs().observe_bridge(bridge)
+        return True, row is not None and row.datapath_type == "netdev"
+
+    def _desired(self, record: EndpointRecord) -> DesiredEndpoint:
+        ovs, userspace = self._bridge_context(record.spec.bridge)
+        return plan.desired_endpoint(record, self.store.agent_id, ovs, userspace)
+
+    def _observe_endpoint(
+        self, record: EndpointRecord, handle: NetnsHandle | None, ovs: bool, tx: bool
+    ) -> ObservedEndpoint:
         seen = self.netlink.observe_endpoint(
-            record.host_ifname, record.ifname, handle, record.spec.bridge
+            record.host_ifname, record.ifname, handle, "" if ovs else record.spec.bridge
         )
-        return plan.plan_endpoint(
-            plan.desired_endpoint(record, self.store.agent_id), seen, self.features
-        )
+        if ovs:
+            port = self._need_ovs().observe_port(record.host_ifname)
+            csum = None
+            if tx and handle is not None and seen.guest is not None:
+                csum = self.netlink.tx_checksum(handle, record.ifname)
+            seen = replace(seen, ovs_port=port, guest_tx_checksum=csum)
+        return seen
 
     @contextmanager
     def _guest_scope(self, record: EndpointRecord) -> Iterator[NetnsHandle | None]:
@@ -623,19 +978,56 @@ class Engine:
         rollback: bool,
         what: str,
     ) -> None:
+        """Execute ops in order: netlink ops through the netlink driver, runs
+        of OVS ops as one OVSDB transaction each. On failure, with
+        ``rollback``, undo what completed, newest first."""
         if not ops:
             return
         try:
-            self.netlink.apply(ops, handle)
+            self._execute(list(ops), handle)
         except NetplumbError as e:
             completed: list[Op] = getattr(e, "completed", [])
             if rollback and completed:
-                undo_ops = [u for u in (undo(op) for op in reversed(completed)) if u is not None]
-                failures = self.netlink.apply_quietly(undo_ops, handle)
-                for op, why in failures:
-                    log.error("%s: rollback step '%s' failed: %s", what, op, why)
+                self._undo(completed, handle, what)
                 log.warning("%s: failed at '%s'; rolled back %d op(s)", what, e, len(completed))
             raise
+
+    def _execute(self, ops: list[Op], handle: NetnsHandle | None) -> None:
+        done: list[Op] = []
+        i = 0
+        while i < len(ops):
+            is_ovs = isinstance(ops[i], OvsOp)
+            j = i
+            while j < len(ops) and isinstance(ops[j], OvsOp) == is_ovs:
+                j += 1
+            run = ops[i:j]
+            try:
+                if is_ovs:
+                    self._need_ovs().apply(run, self.store.agent_id)
+                else:
+                    self.netlink.apply(run, handle)
+            except NetplumbError as e:
+                partial = [] if is_ovs else list(getattr(e, "completed", []))
+                e.completed = done + partial  # type: ignore[attr-defined]
+                raise
+            done.extend(run)
+            i = j
+
+    def _undo(
+        self, completed: list[Op] | tuple[Op, ...], handle: NetnsHandle | None, what: str
+    ) -> None:
+        undo_ops = [u for u in (undo(op) for op in reversed(completed)) if u is not None]
+        failures: list[tuple[Op, str]] = []
+        for op in undo_ops:
+            if isinstance(op, OvsOp):
+                try:
+                    self._need_ovs().apply([op], self.store.agent_id)
+                except NetplumbError as e:
+                    failures.append((op, str(e)))
+            else:
+                failures.extend(self.netlink.apply_quietly([op], handle))
+        for op, why in failures:
+            log.error("%s: rollback step '%s' failed: %s", what, op, why)
 
     def _store_or_rollback(
         self, write: object, ops: tuple[Op, ...], handle: NetnsHandle | None
@@ -643,8 +1035,7 @@ class Engine:
         try:
             write()  # type: ignore[operator]
         except OSError as e:
-            undo_ops = [u for u in (undo(op) for op in reversed(ops)) if u is not None]
-            self.netlink.apply_quietly(undo_ops, handle)
+            self._undo(ops, handle, "store write")
             raise PreconditionFailed(
                 f"cannot write the state file: {e.strerror}; the change was rolled back",
                 hint="check the state directory's disk space and permissions",
@@ -669,6 +1060,7 @@ class Engine:
             "bridges": len(self.store.bridges()),
             "endpoints": len(eps),
             "endpoints_not_ready": not_ready,
+            "peers": len(self.store.peers()),
         }
 
 

@@ -204,6 +204,17 @@ class Client:
         req = pb.DeleteRouteRequest(guest=guest, ifname=ifname, destination=destination)
         return self._call("DeleteRoute", req)
 
+    # peers
+
+    def add_peer(self, address: str, name: str = "") -> pb.Peer:
+        return self._call("AddPeer", pb.AddPeerRequest(address=address, name=name))
+
+    def remove_peer(self, peer: str) -> pb.RemovePeerResponse:
+        return self._call("RemovePeer", pb.RemovePeerRequest(peer=peer))
+
+    def list_peers(self) -> list[pb.Peer]:
+        return list(self._call("ListPeers", pb.ListPeersRequest()).peers)
+
     def check(self) -> list[pb.Drift]:
         return list(self._call("Check", pb.CheckRequest()).drift)
 

@@ -42,6 +42,8 @@ examples:
   netplumb attach bri0 netns:blue 198.18.0.10/24@198.18.0.1 2001:db8::10/64
   netplumb attach bri0 pid:4242 198.18.0.11/24 --ifname eth2 --mtu 1400
   netplumb route add netns:blue 198.19.0.0/16 --via 198.18.0.254
+  netplumb bridge add bri0 --kind ovs --vni 100 --tunnel geneve
+  netplumb peer add 198.18.0.12 --name h2
   netplumb --json ls
   netplumb detach netns:blue
 
@@ -209,6 +211,21 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     rdel.add_argument("destination", metavar="DEST")
     rdel.add_argument("--ifname", default="", metavar="IF")
 
+    peer = cmd(sub, "peer", "add, remove and list peer hosts (overlay tunnels go to every peer)")
+    psub = peer.add_subparsers(dest="peer_command", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    padd = cmd(
+        psub,
+        "add",
+        "add a peer host: every overlay bridge gets a tunnel to it",
+        epilog="example: netplumb peer add 198.18.0.12 --name h2",
+    )
+    padd.add_argument("address", metavar="ADDRESS", help="the peer's underlay address")
+    padd.add_argument("--name", default="", metavar="NAME", help="a name for the peer")
+    pdel = cmd(psub, "del", "remove a peer and its tunnels")
+    pdel.add_argument("peer", metavar="ADDRESS|NAME")
+    cmd(psub, "ls", "list peers and the state of each tunnel")
+
     cmd(sub, "status", "show the daemon's status")
     cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
     cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
@@ -271,6 +288,12 @@ def _dispatch(c: Any, a: argparse.Namespace) -> tuple[Any, str]:
         if a.route_command == "add":
             return c.add_route(a.guest, a.destination, a.via, a.ifname, a.metric), "endpoint"
         return c.delete_route(a.guest, a.destination, a.ifname), "endpoint"
+    if a.command == "peer":
+        if a.peer_command == "add":
+            return c.add_peer(a.address, a.name), "peer"
+        if a.peer_command == "del":
+            return c.remove_peer(a.peer), "peer-del"
+        return c.list_peers(), "peers"
     if a.command == "status":
         return c.status(), "status"
     if a.command == "check":

@@ -54,7 +54,26 @@ def _json(kind: str, reply: Any) -> Any:
         return {"bridges": [to_dict(b) for b in reply]}
     if kind == "check":
         return {"drift": [to_dict(d) for d in reply]}
+    if kind == "peers":
+        return {"peers": [peer_dict(p) for p in reply]}
+    if kind == "peer":
+        return peer_dict(reply)
     return to_dict(reply)
+
+
+_TUNNELS = {
+    pb.TUNNEL_TYPE_VXLAN: "vxlan",
+    pb.TUNNEL_TYPE_GENEVE: "geneve",
+    pb.TUNNEL_TYPE_GRE: "gre",
+    pb.TUNNEL_TYPE_UNSPECIFIED: "",
+}
+
+
+def peer_dict(p: pb.Peer) -> dict[str, Any]:
+    d = to_dict(p)
+    for t, msg in zip(d.get("tunnels", []), p.tunnels, strict=False):
+        t["type"] = _TUNNELS.get(msg.type, str(msg.type))
+    return d
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:
@@ -127,6 +146,8 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
                 b.spec.name,
                 _kind(b.spec.kind),
                 str(b.mtu),
+                str(b.endpoint_mtu),
+                str(b.spec.vni or "-"),
                 ",".join(b.spec.addresses) or "-",
                 "yes" if b.owned else "no (adopted)",
                 str(b.endpoint_count),
@@ -135,9 +156,48 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
             for b in data
         ]
         print(
-            table(rows, ["NAME", "KIND", "MTU", "ADDRESSES", "OWNED", "ENDPOINTS", "STATE"]),
+            table(
+                rows,
+                [
+                    "NAME",
+                    "KIND",
+                    "MTU",
+                    "EP-MTU",
+                    "VNI",
+                    "ADDRESSES",
+                    "OWNED",
+                    "ENDPOINTS",
+                    "STATE",
+                ],
+            ),
             file=out,
         )
+    elif kind == "peer":
+        tunnels = (
+            ", ".join(f"{t.bridge}: {t.state}" for t in data.tunnels) or "no overlay bridges yet"
+        )
+        name = f" ({data.name})" if data.name else ""
+        print(f"peer {data.address}{name}: {tunnels}", file=out)
+    elif kind == "peer-del":
+        print("peer removed" if data.existed else "no such peer; nothing to do", file=out)
+    elif kind == "peers":
+        rows = []
+        for p in data:
+            if not p.tunnels:
+                rows.append([p.address, p.name or "-", p.source, "-", "-", "-", "-"])
+            for t in p.tunnels:
+                rows.append(
+                    [
+                        p.address,
+                        p.name or "-",
+                        p.source,
+                        t.bridge,
+                        str(t.vni),
+                        _TUNNELS.get(t.type, "?"),
+                        t.state,
+                    ]
+                )
+        print(table(rows, ["PEER", "NAME", "SOURCE", "BRIDGE", "VNI", "TUNNEL", "STATE"]), file=out)
     elif kind == "status":
         _status(data, out)
     elif kind == "check":
@@ -162,6 +222,8 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
 def _status(s: pb.HostStatus, out: IO[str]) -> None:
     print(f"netplumbd {s.version} on {s.hostname}, up {s.uptime_seconds}s, mode {s.mode}", file=out)
     print(f"state dir: {s.state_dir}", file=out)
+    if s.ovs_datapath_type:
+        print(f"OVS datapath: {s.ovs_datapath_type}", file=out)
     print(
         f"bridges: {s.bridges}  endpoints: {s.endpoints} ({s.endpoints_not_ready} not ready)  peers: {s.peers}",
         file=out,

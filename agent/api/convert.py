@@ -11,10 +11,11 @@ from ..core.model import (
     BridgeSpec,
     EndpointSpec,
     GuestRef,
+    IPAddress,
     RouteSpec,
 )
 from ..core.plan import endpoint_routes
-from ..engine import DEGRADED, GUEST_MISSING, BridgeView, Drift, EndpointView
+from ..engine import DEGRADED, GUEST_MISSING, BridgeView, Drift, EndpointView, PeerView
 from ..errors import InvalidSpec, Unimplemented
 
 _KIND_IN = {
@@ -66,8 +67,43 @@ def bridge_out(v: BridgeView) -> pb.Bridge:
         present=v.present,
         mtu=v.mtu,
         endpoint_count=v.endpoint_count,
-        endpoint_mtu=v.mtu,
+        endpoint_mtu=v.endpoint_mtu or v.mtu,
+        datapath_type=v.datapath_type,
     )
+
+
+def peer_out(v: PeerView) -> pb.Peer:
+    return pb.Peer(
+        address=str(v.record.address),
+        name=v.record.name,
+        source=v.record.source,
+        tunnels=[
+            pb.Tunnel(
+                bridge=t.bridge,
+                vni=t.vni,
+                type=_TUNNEL_OUT.get(t.type, pb.TUNNEL_TYPE_UNSPECIFIED),
+                port=t.port,
+                state=t.state,
+            )
+            for t in v.tunnels
+        ],
+    )
+
+
+def peer_address_in(value: str, field: str = "address") -> IPAddress:
+    ip = spec.ip_address(value, field)
+    if ip.is_loopback or ip.is_link_local:
+        raise InvalidSpec(f"{field} {ip} cannot be a peer's underlay address", field=field)
+    return ip
+
+
+def peer_name_in(value: str, field: str = "name") -> str:
+    if value and not spec.DNS_LABEL_RE.fullmatch(value):
+        raise InvalidSpec(
+            f"{field} {value!r} is not a valid peer name (letters, digits, '-', at most 63)",
+            field=field,
+        )
+    return value
 
 
 def guest_in(value: str, field: str = "guest") -> GuestRef:

@@ -13,7 +13,7 @@ from netplumb.v1 import agent_pb2_grpc as pb_grpc
 from .. import __version__
 from ..core import spec
 from ..engine import Engine
-from ..errors import Unimplemented
+from ..errors import InvalidSpec, Unimplemented
 from . import convert
 from .status import guarded
 
@@ -142,13 +142,34 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
         return guarded(what, call, context)
 
     def AddPeer(self, request: pb.AddPeerRequest, context: grpc.ServicerContext) -> pb.Peer:
-        return self._later("peers (overlays)", context)
+        def call() -> pb.Peer:
+            address = convert.peer_address_in(request.address)
+            name = convert.peer_name_in(request.name)
+            return convert.peer_out(self.engine.add_peer(address, name))
 
-    def RemovePeer(self, request: pb.RemovePeerRequest, context: grpc.ServicerContext) -> Any:
-        return self._later("peers (overlays)", context)
+        return guarded("AddPeer", call, context)
 
-    def ListPeers(self, request: pb.ListPeersRequest, context: grpc.ServicerContext) -> Any:
-        return self._later("peers (overlays)", context)
+    def RemovePeer(
+        self, request: pb.RemovePeerRequest, context: grpc.ServicerContext
+    ) -> pb.RemovePeerResponse:
+        def call() -> pb.RemovePeerResponse:
+            if not request.peer:
+                raise InvalidSpec("peer is empty; give an address or a name", field="peer")
+            if len(request.peer) > 255:
+                raise InvalidSpec("peer is too long", field="peer")
+            return pb.RemovePeerResponse(existed=self.engine.remove_peer(request.peer))
+
+        return guarded("RemovePeer", call, context)
+
+    def ListPeers(
+        self, request: pb.ListPeersRequest, context: grpc.ServicerContext
+    ) -> pb.ListPeersResponse:
+        def call() -> pb.ListPeersResponse:
+            return pb.ListPeersResponse(
+                peers=[convert.peer_out(p) for p in self.engine.list_peers()]
+            )
+
+        return guarded("ListPeers", call, context)
 
     def CreateNetwork(self, request: pb.CreateNetworkRequest, context: grpc.ServicerContext) -> Any:
         return self._later("networks (cluster mode)", context)
@@ -160,6 +181,16 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
         return self._later("networks (cluster mode)", context)
 
     # status
+
+    def _ovs_dependency(self) -> pb.Dependency:
+        ovs = self.engine.ovs
+        if ovs is None:
+            return pb.Dependency(name="ovsdb", up=False, enabled=False, detail="disabled")
+        return pb.Dependency(name="ovsdb", up=ovs.connected, enabled=True, detail=ovs.detail)
+
+    def _ovs_datapath(self) -> str:
+        ovs = self.engine.ovs
+        return ovs.datapath_type() if ovs is not None else ""
 
     def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.ServicerContext
@@ -173,13 +204,11 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
                 uptime_seconds=int(time.time() - self.engine.started),
                 bridges=counts["bridges"],
                 endpoints=counts["endpoints"],
-                peers=0,
+                peers=counts["peers"],
                 endpoints_not_ready=counts["endpoints_not_ready"],
                 dependencies=[
                     pb.Dependency(name="netlink", up=True, enabled=True, detail="pyroute2"),
-                    pb.Dependency(
-                        name="ovsdb", up=False, enabled=False, detail="not implemented yet"
-                    ),
+                    self._ovs_dependency(),
                     pb.Dependency(
                         name="docker", up=False, enabled=False, detail="not implemented yet"
                     ),
@@ -189,6 +218,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
                 ],
                 state_dir=self.state_dir,
                 mode="standalone",
+                ovs_datapath_type=self._ovs_datapath(),
             )
 
         return guarded("GetStatus", call, context)

@@ -152,6 +152,8 @@ class DesiredEndpoint:
     vlan: int
     addresses: tuple[IPInterface, ...]
     routes: tuple[RouteSpec, ...]  # gateways expanded into default routes
+    ovs: bool = False  # the bridge is an OVS bridge: the host end is an OVS port
+    tx_checksum_off: bool = False  # userspace OVS datapath: see SetTxChecksum
 
 
 # ------------------------------------------------------------ observations
@@ -190,6 +192,8 @@ class ObservedEndpoint:
 
     host: ObservedLink | None
     guest: ObservedLink | None
+    ovs_port: ObservedOvsPort | None = None  # OVS bridges: the host end's port row
+    guest_tx_checksum: bool | None = None  # tx checksum offload of the guest end
 
 
 @dataclass(frozen=True, slots=True)

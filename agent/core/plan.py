@@ -29,22 +29,27 @@ from .model import (
 )
 from .ops import (
     AddAddress,
+    AddOvsPort,
     AddRoute,
     Announce,
     CreateBridge,
     CreateVeth,
     DelAddress,
     DeleteLink,
+    DelOvsPort,
     DelRoute,
     Op,
     SetBridgeVlanFiltering,
     SetMac,
     SetMaster,
     SetMtu,
+    SetOvsPortTag,
     SetPortVlan,
+    SetTxChecksum,
     SetUp,
     Where,
 )
+from .overlay import ENDPOINT_ID
 
 VLAN_FILTERING_HINT = (
     "this kernel was built without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); "
@@ -72,8 +77,11 @@ def endpoint_routes(record: EndpointRecord) -> tuple[RouteSpec, ...]:
     return tuple(routes)
 
 
-def desired_endpoint(record: EndpointRecord, agent_id: str) -> DesiredEndpoint:
-    """Resolve a stored endpoint into what must exist on the host."""
+def desired_endpoint(
+    record: EndpointRecord, agent_id: str, ovs: bool = False, tx_checksum_off: bool = False
+) -> DesiredEndpoint:
+    """Resolve a stored endpoint into what must exist on the host. ``ovs``:
+    its bridge is an OVS bridge; ``tx_checksum_off``: a userspace one."""
     spec = record.spec
     return DesiredEndpoint(
         id=record.id,
@@ -86,12 +94,15 @@ def desired_endpoint(record: EndpointRecord, agent_id: str) -> DesiredEndpoint:
         vlan=spec.vlan,
         addresses=spec.addresses,
         routes=endpoint_routes(record),
+        ovs=ovs,
+        tx_checksum_off=tx_checksum_off,
     )
 
 
-def check_endpoint_features(spec_vlan: int, features: HostFeatures) -> None:
-    """Refuse what this kernel cannot do, before anything is touched."""
-    if spec_vlan and not features.bridge_vlan_filtering:
+def check_endpoint_features(spec_vlan: int, features: HostFeatures, ovs: bool = False) -> None:
+    """Refuse what this kernel cannot do, before anything is touched. (OVS
+    ports take VLAN tags whatever the kernel.)"""
+    if spec_vlan and not ovs and not features.bridge_vlan_filtering:
         raise KernelFeatureMissing(
             "bridge-vlan-filtering",
             f"cannot make the port an access port of VLAN {spec_vlan}: the kernel lacks "
@@ -105,7 +116,7 @@ def plan_endpoint(
     want: DesiredEndpoint, seen: ObservedEndpoint, features: HostFeatures
 ) -> tuple[Op, ...]:
     """Operations that make the host match ``want``."""
-    check_endpoint_features(want.vlan, features)
+    check_endpoint_features(want.vlan, features, want.ovs)
     alias = want.alias
     host, guest = seen.host, seen.guest
     if host is not None and host.alias != alias:
@@ -131,7 +142,7 @@ def plan_endpoint(
     if not paired:
         return _plan_fresh(want, seen, features)
     assert host is not None and guest is not None
-    return _plan_update(want, host, guest, features)
+    return _plan_update(want, host, guest, features, seen)
 
 
 def _plan_fresh(
@@ -149,10 +160,17 @@ def _plan_fresh(
             mac=want.mac,
             mtu=want.mtu,
             alias=want.alias,
-            bridge=want.bridge,
+            bridge="" if want.ovs else want.bridge,
         )
     )
-    if want.vlan:
+    if want.ovs:
+        if seen.ovs_port is not None:
+            ops.append(DelOvsPort(want.host_ifname))  # a stale row of the old veth
+        ops.append(SetUp(Where.HOST, want.host_ifname))
+        ops.append(_ovs_port(want))
+        if want.tx_checksum_off:
+            ops.append(SetTxChecksum(Where.GUEST, want.ifname, on=False))
+    elif want.vlan:
         ops.append(SetPortVlan(want.host_ifname, want.vlan))
     ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in want.addresses)
     ops.append(SetUp(Where.GUEST, want.ifname))
@@ -163,15 +181,30 @@ def _plan_fresh(
 
 
 def _plan_update(
-    want: DesiredEndpoint, host: ObservedLink, guest: ObservedLink, features: HostFeatures
+    want: DesiredEndpoint,
+    host: ObservedLink,
+    guest: ObservedLink,
+    features: HostFeatures,
+    seen: ObservedEndpoint,
 ) -> tuple[Op, ...]:
     ops: list[Op] = []
-    moved = host.master != want.bridge
-    if moved:
-        ops.append(SetMaster(want.host_ifname, want.bridge))
-    # Joining a bridge resets a port's VLANs, so a moved port is re-tagged.
-    if want.vlan and features.bridge_vlan_filtering and (moved or host.vlans != (want.vlan,)):
-        ops.append(SetPortVlan(want.host_ifname, want.vlan))
+    if want.ovs:
+        port = seen.ovs_port
+        if port is None or port.bridge != want.bridge:
+            if port is not None:
+                ops.append(DelOvsPort(want.host_ifname))
+            ops.append(_ovs_port(want))
+        elif port.tag != want.vlan:
+            ops.append(SetOvsPortTag(want.host_ifname, want.vlan))
+        if want.tx_checksum_off and seen.guest_tx_checksum:
+            ops.append(SetTxChecksum(Where.GUEST, want.ifname, on=False))
+    else:
+        moved = host.master != want.bridge
+        if moved:
+            ops.append(SetMaster(want.host_ifname, want.bridge))
+        # Joining a bridge resets a port's VLANs, so a moved port is re-tagged.
+        if want.vlan and features.bridge_vlan_filtering and (moved or host.vlans != (want.vlan,)):
+            ops.append(SetPortVlan(want.host_ifname, want.vlan))
     if host.mtu != want.mtu:
         ops.append(SetMtu(Where.HOST, want.host_ifname, want.mtu))
     if guest.mtu != want.mtu:
@@ -219,11 +252,19 @@ def plan_detach(record: EndpointRecord, seen: ObservedEndpoint, agent_id: str) -
     the guest end go its addresses and routes. Objects not tagged for this
     endpoint are left alone."""
     alias = naming.endpoint_alias(record.id, agent_id)
+    ops: list[Op] = []
     if seen.host is not None and seen.host.alias == alias:
-        return (DeleteLink(Where.HOST, record.host_ifname),)
-    if seen.guest is not None and seen.guest.alias == alias:
-        return (DeleteLink(Where.GUEST, record.ifname),)
-    return ()
+        ops.append(DeleteLink(Where.HOST, record.host_ifname))
+    elif seen.guest is not None and seen.guest.alias == alias:
+        ops.append(DeleteLink(Where.GUEST, record.ifname))
+    port = seen.ovs_port
+    if (
+        port is not None
+        and port.owner == agent_id
+        and port.external_ids.get(ENDPOINT_ID) == record.id
+    ):
+        ops.append(DelOvsPort(record.host_ifname))  # the row outlives the veth otherwise
+    return tuple(ops)
 
 
 def plan_bridge(
@@ -279,6 +320,15 @@ def plan_bridge_delete(record: BridgeRecord, seen: ObservedBridge, agent_id: str
         DelAddress(Where.HOST, record.spec.name, a)
         for a in record.spec.addresses
         if a in seen.addresses and a not in record.foreign_addresses
+    )
+
+
+def _ovs_port(want: DesiredEndpoint) -> AddOvsPort:
+    return AddOvsPort(
+        bridge=want.bridge,
+        name=want.host_ifname,
+        tag=want.vlan,
+        external_ids=((ENDPOINT_ID, want.id),),
     )
 
 

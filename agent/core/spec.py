@@ -40,6 +40,7 @@ _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _DOCKER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 _NETNS_DIRS = ("/run/netns/", "/var/run/netns/")
 _PROC_NS_RE = re.compile(r"/proc/([0-9]+)/ns/net")
+DNS_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 
 
 def _show(value: object) -> str:

@@ -62,7 +62,7 @@ class OvsDriver:
     @property
     def connected(self) -> bool:
         api = self._api
-        return api is not None and bool(api.idl.is_connected)
+        return api is not None and _session_up(api)
 
     @property
     def detail(self) -> str:
@@ -129,7 +129,7 @@ class OvsDriver:
 
     def _need(self) -> Any:
         api = self._api
-        if api is None or not api.idl.is_connected:
+        if api is None or not _session_up(api):
             raise DependencyUnavailable(
                 f"Open vSwitch is not reachable: {self._last_error}",
                 hint="start Open vSwitch (systemctl start openvswitch-switch) or check --ovsdb; "
@@ -285,6 +285,14 @@ class OvsDriver:
                 txn.add(api.db_clear("Port", op.name, "tag"))
         elif isinstance(op, DelOvsPort):
             txn.add(api.del_port(op.name, if_exists=True))
+
+
+def _session_up(api: Any) -> bool:
+    # The OVS IDL exposes the connection state only on its jsonrpc session.
+    try:
+        return bool(api.idl._session.is_connected())
+    except AttributeError:
+        return False
 
 
 def _first_int(v: Any) -> int:

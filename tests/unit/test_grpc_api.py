@@ -149,17 +149,9 @@ def test_host_bits_hint_travels_in_the_metadata(agent: Agent) -> None:
 @pytest.mark.parametrize(
     ("method", "request_"),
     [
-        ("AddPeer", pb.AddPeerRequest(address="198.19.192.1")),
-        ("RemovePeer", pb.RemovePeerRequest(peer="198.19.192.1")),
-        ("ListPeers", pb.ListPeersRequest()),
         ("CreateNetwork", pb.CreateNetworkRequest(spec=pb.NetworkSpec(name="n"))),
         ("DeleteNetwork", pb.DeleteNetworkRequest(name="n")),
         ("ListNetworks", pb.ListNetworksRequest()),
-        (
-            "CreateBridge",
-            pb.CreateBridgeRequest(spec=pb.BridgeSpec(name="br0", kind=pb.BRIDGE_KIND_OVS)),
-        ),
-        ("CreateBridge", pb.CreateBridgeRequest(spec=pb.BridgeSpec(name="br0", vni=42))),
         ("Attach", attach_request(dhcp=pb.Dhcp(client="udhcpc"))),
         ("Attach", attach_request(name="web")),
     ],
