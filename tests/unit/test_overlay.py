@@ -1,0 +1,156 @@
+"""Overlay planning: MTU arithmetic, tunnel ports, kernel VXLAN flood lists."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from netplumb.agent.core import overlay
+from netplumb.agent.core.model import (
+    BridgeKind,
+    BridgeRecord,
+    BridgeSpec,
+    HostFeatures,
+    ObservedOvsBridge,
+    ObservedOvsPort,
+    ObservedVxlan,
+    PeerRecord,
+)
+from netplumb.agent.core.ops import (
+    AddFlood,
+    AddOvsBridge,
+    AddOvsPort,
+    CreateVxlan,
+    DeleteLink,
+    DelFlood,
+    DelOvsPort,
+    Where,
+)
+from netplumb.agent.errors import Conflict, KernelFeatureMissing
+
+AGENT = "a9e7c0de"
+OVS = BridgeSpec(name="bri0", kind=BridgeKind.OVS, vni=100, tunnel="vxlan")
+LINUX = BridgeSpec(name="brl0", kind=BridgeKind.LINUX, vni=200, tunnel="vxlan")
+
+
+def peers(*addrs: str) -> list[PeerRecord]:
+    return [PeerRecord(ipaddress.ip_address(a)) for a in addrs]
+
+
+@pytest.mark.parametrize(
+    ("tunnel", "v6", "mtu"),
+    [("vxlan", False, 1450), ("geneve", False, 1450), ("gre", False, 1458), ("vxlan", True, 1430)],
+)
+def test_overlay_mtu_leaves_room_for_the_encapsulation(tunnel: str, v6: bool, mtu: int) -> None:
+    assert overlay.overlay_mtu(1500, tunnel, v6) == mtu
+
+
+def test_names_fit_ifnamsiz_and_are_stable() -> None:
+    a = overlay.tunnel_port_name("bri0", "198.18.0.12")
+    assert a == overlay.tunnel_port_name("bri0", "198.18.0.12")
+    assert a != overlay.tunnel_port_name("bri0", "198.18.0.13")
+    assert a != overlay.tunnel_port_name("bri1", "198.18.0.12")
+    assert len(a) <= 15 and len(overlay.vxlan_name(16_777_215)) <= 15
+
+
+def test_one_tunnel_per_peer_keyed_by_the_vni() -> None:
+    ops = overlay.plan_ovs_tunnels(OVS, peers("198.18.0.12", "198.18.0.13"), "198.18.0.11", [])
+    assert [type(op) for op in ops] == [AddOvsPort, AddOvsPort]
+    first = ops[0]
+    assert isinstance(first, AddOvsPort)
+    assert first.type == "vxlan" and first.bridge == "bri0"
+    assert dict(first.options) == {
+        "key": "100",
+        "remote_ip": "198.18.0.12",
+        "local_ip": "198.18.0.11",
+    }
+    assert dict(first.external_ids)[overlay.PEER_ID] == "198.18.0.12"
+
+
+def _seen(add: AddOvsPort, **kw: object) -> ObservedOvsPort:
+    fields: dict[str, object] = {
+        "name": add.name,
+        "bridge": add.bridge,
+        "type": add.type,
+        "options": dict(add.options),
+        "tag": 0,
+        "owner": AGENT,
+        "external_ids": dict(add.external_ids),
+    }
+    fields.update(kw)
+    return ObservedOvsPort(**fields)  # type: ignore[arg-type]
+
+
+def test_tunnels_converge_and_removed_peers_lose_theirs() -> None:
+    want = overlay.desired_tunnels(OVS, peers("198.18.0.12", "198.18.0.13"), "")
+    seen = [_seen(p) for p in want.values()]
+    assert overlay.plan_ovs_tunnels(OVS, peers("198.18.0.12", "198.18.0.13"), "", seen) == ()
+    gone = overlay.tunnel_port_name("bri0", "198.18.0.13")
+    assert overlay.plan_ovs_tunnels(OVS, peers("198.18.0.12"), "", seen) == (DelOvsPort(gone),)
+    # a changed option (another local address) is rewritten in place
+    ops = overlay.plan_ovs_tunnels(OVS, peers("198.18.0.12", "198.18.0.13"), "198.18.0.99", seen)
+    assert len(ops) == 2 and all(isinstance(op, AddOvsPort) for op in ops)
+
+
+def test_linux_overlay_creates_the_vxlan_device_and_floods_to_every_peer() -> None:
+    ops = overlay.plan_linux_overlay(
+        LINUX, peers("198.18.0.12", "198.18.0.13"), "198.18.0.11", 1450, None, AGENT
+    )
+    assert ops == (
+        CreateVxlan("npvx200", 200, "198.18.0.11", "brl0", 1450, overlay.vxlan_alias(AGENT), 4789),
+        AddFlood("npvx200", "198.18.0.12"),
+        AddFlood("npvx200", "198.18.0.13"),
+    )
+
+
+def _vx(**kw: object) -> ObservedVxlan:
+    fields: dict[str, object] = {
+        "name": "npvx200",
+        "vni": 200,
+        "local": "198.18.0.11",
+        "master": "brl0",
+        "learning": False,
+        "mtu": 1450,
+        "alias": overlay.vxlan_alias(AGENT),
+        "flood_to": ("198.18.0.12", "198.18.0.13"),
+    }
+    fields.update(kw)
+    return ObservedVxlan(**fields)  # type: ignore[arg-type]
+
+
+def test_linux_overlay_flood_list_follows_the_peers() -> None:
+    ps = peers("198.18.0.12", "198.18.0.13")
+    assert overlay.plan_linux_overlay(LINUX, ps, "198.18.0.11", 1450, _vx(), AGENT) == ()
+    assert overlay.plan_linux_overlay(
+        LINUX, peers("198.18.0.13", "198.18.0.14"), "198.18.0.11", 1450, _vx(), AGENT
+    ) == (DelFlood("npvx200", "198.18.0.12"), AddFlood("npvx200", "198.18.0.14"))
+
+
+def test_a_wrong_vxlan_device_is_recreated_a_foreign_one_is_a_conflict() -> None:
+    ps = peers("198.18.0.12")
+    for wrong in (_vx(local="198.18.0.99"), _vx(learning=True), _vx(master="other")):
+        ops = overlay.plan_linux_overlay(LINUX, ps, "198.18.0.11", 1450, wrong, AGENT)
+        assert ops[0] == DeleteLink(Where.HOST, "npvx200") and isinstance(ops[1], CreateVxlan)
+    with pytest.raises(Conflict):
+        overlay.plan_linux_overlay(LINUX, ps, "198.18.0.11", 1450, _vx(alias="someone"), AGENT)
+
+
+def test_linux_overlays_need_the_tunnel_in_the_kernel() -> None:
+    feats = HostFeatures(vxlan=True, extras={"vxlan": True, "geneve": False, "gretap": False})
+    overlay.check_linux_tunnel(LINUX, feats)
+    for tunnel, kind in (("geneve", "geneve"), ("gre", "gretap")):
+        with pytest.raises(KernelFeatureMissing) as e:
+            overlay.check_linux_tunnel(BridgeSpec(name="b", vni=5, tunnel=tunnel), feats)
+        assert e.value.feature == kind and e.value.field == "spec.tunnel"
+
+
+def test_ovs_bridge_ownership() -> None:
+    ops, owned = overlay.plan_ovs_bridge(OVS, None, None, AGENT, "netdev", 1450)
+    assert ops == (AddOvsBridge("bri0", "netdev", 1450),) and owned
+    mine = ObservedOvsBridge("bri0", "netdev", AGENT)
+    theirs = ObservedOvsBridge("bri0", "system", "")
+    assert overlay.plan_ovs_bridge(OVS, mine, None, AGENT, "netdev", 0) == ((), True)
+    assert overlay.plan_ovs_bridge(OVS, theirs, None, AGENT, "netdev", 0) == ((), False)
+    adopted = BridgeRecord(OVS, owned=False)
+    with pytest.raises(Conflict):
+        overlay.plan_ovs_bridge(OVS, None, adopted, AGENT, "netdev", 0)
