@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROTO  := proto/netplumb/v1/agent.proto
 
-.PHONY: setup develop test unit netns check lint proto proto-check demo bench clean
+.PHONY: setup develop test unit netns multihost check lint proto proto-check demo bench clean
 
 setup:                     ## install system packages and the virtualenv
 	deploy/setup-dev.sh
@@ -28,6 +28,9 @@ unit: develop
 netns: develop
 	$(PY) -m pytest -q tests/netns
 
+multihost: develop
+	$(PY) -m pytest -q tests/multihost
+
 proto:                     ## regenerate the gRPC code from the .proto
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
 		--grpc_python_out=proto $(PROTO)
@@ -42,9 +45,9 @@ proto-check:               ## fail if the committed generated code is stale
 	done; rm -rf $$tmp
 
 lint:
-	$(PY) -m ruff check agent cli tests
-	$(PY) -m ruff format --check agent cli tests
-	$(PY) -m mypy agent cli
+	$(PY) -m ruff check agent cli tests deploy/lab
+	$(PY) -m ruff format --check agent cli tests deploy/lab
+	$(PY) -m mypy agent cli deploy/lab/lab.py
 
 check: proto-check lint    ## generated code fresh, lint, types
 

@@ -1,5 +1,6 @@
 """Test tiers by directory: the marker of a test is the folder it lives in
-(tests/unit -> unit, tests/netns -> netns, tests/bench -> bench)."""
+(tests/unit -> unit, tests/netns -> netns, tests/multihost -> multihost,
+tests/bench -> bench)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pathlib
 
 import pytest
 
-TIERS = ("unit", "netns", "bench")
+TIERS = ("unit", "netns", "multihost", "bench")
 ROOT = pathlib.Path(__file__).parent
 
 
