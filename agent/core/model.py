@@ -248,6 +248,7 @@ class ObservedOvsPort:
     ofport: int = -1
     error: str = ""
     link_state: str = ""
+    protected: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,6 +198,9 @@ class AddOvsPort:
     options: tuple[tuple[str, str], ...] = ()
     external_ids: tuple[tuple[str, str], ...] = ()
     mtu: int = 0
+    # Protected ports never forward to each other: split horizon for a full
+    # mesh of tunnels, which would otherwise loop broadcasts between hosts.
+    protected: bool = False
 
     def __str__(self) -> str:
         what = f"{self.type} tunnel {self.name}" if self.type else f"port {self.name}"

@@ -160,6 +160,7 @@ def desired_tunnels(
             type=spec.tunnel,
             options=tuple(sorted(options)),
             external_ids=((BRIDGE_ID, spec.name), (PEER_ID, remote)),
+            protected=True,
         )
     return out
 
@@ -182,7 +183,7 @@ def plan_ovs_tunnels(
             if seen is not None:
                 ops.append(DelOvsPort(name))
             ops.append(add)
-        elif seen.type != add.type or seen.options != dict(add.options):
+        elif seen.type != add.type or seen.options != dict(add.options) or not seen.protected:
             ops.append(add)  # add_port may_exist + db_set rewrites type and options
     return tuple(ops)
 

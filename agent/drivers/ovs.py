@@ -174,7 +174,9 @@ class OvsDriver:
     def observe_port(self, name: str) -> ObservedOvsPort | None:
         api = self._need()
         ports = self._run(
-            api.db_find("Port", ("name", "=", name), columns=["name", "tag", "external_ids"])
+            api.db_find(
+                "Port", ("name", "=", name), columns=["name", "tag", "external_ids", "protected"]
+            )
         )
         if not ports:
             return None
@@ -202,6 +204,7 @@ class OvsDriver:
             ofport=_first_int(iface.get("ofport")),
             error=_first_str(iface.get("error")),
             link_state=_first_str(iface.get("link_state")),
+            protected=bool(port.get("protected", False)),
         )
 
     def owned_ports(self, agent_id: str) -> list[ObservedOvsPort]:
@@ -266,7 +269,7 @@ class OvsDriver:
         elif isinstance(op, AddOvsPort):
             ids = dict(owner, **dict(op.external_ids))
             txn.add(api.add_port(op.bridge, op.name, may_exist=True))
-            port_cols: list[tuple[str, Any]] = [("external_ids", ids)]
+            port_cols: list[tuple[str, Any]] = [("external_ids", ids), ("protected", op.protected)]
             if op.tag:
                 port_cols.append(("tag", op.tag))
             txn.add(api.db_set("Port", op.name, *port_cols))

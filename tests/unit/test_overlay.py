@@ -65,6 +65,7 @@ def test_one_tunnel_per_peer_keyed_by_the_vni() -> None:
         "local_ip": "198.18.0.11",
     }
     assert dict(first.external_ids)[overlay.PEER_ID] == "198.18.0.12"
+    assert first.protected  # split horizon: no loops through a full mesh
 
 
 def _seen(add: AddOvsPort, **kw: object) -> ObservedOvsPort:
@@ -76,6 +77,7 @@ def _seen(add: AddOvsPort, **kw: object) -> ObservedOvsPort:
         "tag": 0,
         "owner": AGENT,
         "external_ids": dict(add.external_ids),
+        "protected": True,
     }
     fields.update(kw)
     return ObservedOvsPort(**fields)  # type: ignore[arg-type]
