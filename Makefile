@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROTO  := proto/netplumb/v1/agent.proto
 
-.PHONY: setup develop test unit netns multihost check lint proto proto-check demo bench clean
+.PHONY: setup develop test unit netns multihost check lint proto proto-check demo demo-local bench clean
 
 setup:                     ## install system packages and the virtualenv
 	deploy/setup-dev.sh
@@ -45,14 +45,17 @@ proto-check:               ## fail if the committed generated code is stale
 	done; rm -rf $$tmp
 
 lint:
-	$(PY) -m ruff check agent cli tests deploy/lab
-	$(PY) -m ruff format --check agent cli tests deploy/lab
+	$(PY) -m ruff check agent cli tests deploy/lab deploy/demo.py
+	$(PY) -m ruff format --check agent cli tests deploy/lab deploy/demo.py
 	$(PY) -m mypy agent cli deploy/lab/lab.py
 
 check: proto-check lint    ## generated code fresh, lint, types
 
-demo: develop              ## two namespaces on a bridge, ping across, clean up
-	deploy/demo.sh
+demo: develop              ## 3 hosts, an OVS overlay, ping matrix and iperf3 (KEEP=1 keeps the lab)
+	$(PY) deploy/demo.py $(if $(KEEP),--keep)
+
+demo-local: develop        ## one host: two namespaces on a Linux bridge, ping, clean up
+	deploy/demo-local.sh
 
 bench: develop             ## benchmarks (on demand; prints figures)
 	$(PY) -m pytest -q -s tests/bench --timeout=0

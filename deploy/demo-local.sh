@@ -1,5 +1,5 @@
 #!/bin/bash
-# netplumb demo: a private netplumbd, two namespaces on one bridge, ping
+# netplumb local demo (make demo-local): a private netplumbd, two namespaces on one bridge, ping
 # across over IPv4 and IPv6, then everything is removed again (also on
 # failure or Ctrl-C). Run as root after `make setup`.
 set -euo pipefail
