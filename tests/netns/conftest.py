@@ -3,16 +3,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fixtures.host import Daemon, Namespaces, delete_links, require_root, unique
+from fixtures.host import Daemon, Namespaces, delete_links, running_daemon, unique
 
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    require_root()
-    d = Daemon()
-    d.start()
-    yield d
-    d.stop()
+    with running_daemon() as d:
+        yield d
 
 
 @pytest.fixture

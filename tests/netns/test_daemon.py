@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -34,6 +35,8 @@ def test_notifies_systemd_ready_and_watchdog() -> None:
     finally:
         d.stop()
         sock.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(d.dir, ignore_errors=True)
 
 
 def test_config_file_and_flags() -> None:
@@ -57,6 +60,7 @@ def test_config_file_and_flags() -> None:
         assert oct(os.stat(d.socket).st_mode & 0o777) == "0o660"
     finally:
         d.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_help_documents_every_flag() -> None:

@@ -16,19 +16,16 @@ from fixtures.host import (
     ip_json,
     link,
     ping,
-    require_root,
     run,
+    running_daemon,
     unique,
 )
 
 
 @pytest.fixture
 def own_daemon() -> Iterator[Daemon]:
-    require_root()
-    d = Daemon()
-    d.start()
-    yield d
-    d.stop()
+    with running_daemon() as d:
+        yield d
 
 
 @pytest.fixture
@@ -149,10 +146,7 @@ def test_failed_attach_rolls_back_everything(
 
 
 def test_injected_failure_rolls_back(netns: Namespaces, bridges: list[str]) -> None:
-    require_root()
-    d = Daemon(env={"NETPLUMB_FAULT_INJECT": "Announce"})
-    d.start()
-    try:
+    with running_daemon(env={"NETPLUMB_FAULT_INJECT": "Announce"}) as d:
         a = netns.new()
         br = unique("nptb")
         bridges.append(br)
@@ -164,8 +158,6 @@ def test_injected_failure_rolls_back(netns: Namespaces, bridges: list[str]) -> N
         assert _host_links() == before
         assert link("eth1", a) is None
         assert d.client().list_endpoints() == []
-    finally:
-        d.stop()
 
 
 def test_own_tagged_orphan_is_collected_others_are_left(
