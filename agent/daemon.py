@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 from . import __version__
@@ -119,13 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ovs = OvsDriver(cfg.ovsdb, cfg.ovs_datapath_type)
     engine = Engine(store, driver, ovs, cfg.underlay_address)
     driver.features()
-    # OVS may still be starting: give it a moment before the start-up
-    # reconcile, which needs it for OVS bridges; later (re)connections
+    # Give a present OVS a moment to connect before the start-up reconcile
+    # (OVS bridges need it) and before serving; later (re)connections
     # reconcile again by themselves.
-    if any(b.spec.kind.value == "ovs" for b in store.bridges().values()):
-        deadline = time.monotonic() + 3
-        while not ovs.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
+    ovs.wait_connected(3.0)
 
     repaired, failed, collected = engine.reconcile()
     log.info(

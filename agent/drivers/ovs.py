@@ -53,6 +53,7 @@ class OvsDriver:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_error = "not connected yet"
+        self._ever_connected = False
         self._thread = threading.Thread(target=self._keep_connected, name="ovsdb", daemon=True)
         self._thread.start()
         self.on_connect: list[Any] = []  # callbacks run after each (re)connection
@@ -117,6 +118,7 @@ class OvsDriver:
         api = impl_idl.OvsdbIdl(conn, start=True)
         with self._lock:
             self._api = api
+        self._ever_connected = True
 
     def _drop(self) -> None:
         with self._lock:
@@ -127,8 +129,26 @@ class OvsDriver:
             except Exception:
                 pass
 
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the connection, when OVSDB looks present
+        (its unix socket exists); True when connected."""
+        if self.connected:
+            return True
+        if self.endpoint.startswith("unix:") and not os.path.exists(self.endpoint[5:]):
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.connected:
+                return True
+            time.sleep(0.02)
+        return self.connected
+
     def _need(self) -> Any:
         api = self._api
+        if (api is None or not _session_up(api)) and not self._ever_connected:
+            # The first connection may still be on its way (start-up).
+            self.wait_connected(2.0)
+            api = self._api
         if api is None or not _session_up(api):
             raise DependencyUnavailable(
                 f"Open vSwitch is not reachable: {self._last_error}",
