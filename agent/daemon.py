@@ -115,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .drivers.ovs import OvsDriver
 
     driver = NetlinkDriver(fault_inject=os.environ.get("NETPLUMB_FAULT_INJECT", ""))
+    from .drivers.docker import DockerDriver
+
     ovs = OvsDriver(cfg.ovsdb, cfg.ovs_datapath_type)
-    engine = Engine(store, driver, ovs, cfg.underlay_address)
+    docker = DockerDriver(cfg.docker_url)
+    engine = Engine(store, driver, ovs, cfg.underlay_address, docker)
     driver.features()
     # Give a present OVS a moment to connect before the start-up reconcile
     # (OVS bridges need it) and before serving; later (re)connections
@@ -141,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     ovs.on_connect.append(on_ovs_connect)
+    # Containers restart, die and get removed: follow them (reconnecting
+    # with backoff when dockerd restarts).
+    docker.watch(engine.on_docker_event)
 
     server = Server(engine, cfg.socket, cfg.state_dir, group=cfg.socket_group)
     try:
@@ -170,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notify("STOPPING=1")
     server.stop()
     ovs.close()
+    docker.close()
     driver.close()
     log.info("stopped")
     return 0

@@ -34,17 +34,18 @@ from .core.model import (
     RouteSpec,
 )
 from .core.ops import DeleteLink, DelOvsBridge, DelOvsPort, Op, OvsOp, Where, undo
+from .drivers.docker import DockerDriver
 from .drivers.netlink import NetlinkDriver
 from .drivers.netns import NetnsHandle, host_ident, netns_ident, open_netns
 from .drivers.ovs import OvsDriver, wait_for_link
 from .errors import (
     Conflict,
     DependencyUnavailable,
+    InternalError,
     InvalidSpec,
     NetplumbError,
     NotFound,
     PreconditionFailed,
-    Unimplemented,
 )
 from .store import Store
 
@@ -150,18 +151,15 @@ class _Locks:
 
 
 def guest_path(guest: GuestRef) -> str:
-    """The namespace file of a guest."""
+    """The namespace file of a netns, pid or path guest (Docker guests need
+    the Docker API: see Engine._guest_path)."""
     if guest.kind is GuestKind.NETNS:
         return f"/run/netns/{guest.value}"
     if guest.kind is GuestKind.PID:
         return f"/proc/{guest.value}/ns/net"
     if guest.kind is GuestKind.PATH:
         return guest.value
-    raise Unimplemented(
-        "Docker guests are not implemented in this version",
-        field="spec.guest",
-        hint="give the container's namespace as pid:PID (docker inspect -f '{{.State.Pid}}')",
-    )
+    raise InternalError(f"no namespace path for {guest}")  # pragma: no cover
 
 
 class Engine:
@@ -171,10 +169,12 @@ class Engine:
         netlink: NetlinkDriver,
         ovs: OvsDriver | None = None,
         underlay_address: str = "",
+        docker: DockerDriver | None = None,
     ) -> None:
         self.store = store
         self.netlink = netlink
         self.ovs = ovs
+        self.docker = docker
         self.underlay_address = underlay_address
         self._peer_lock = threading.Lock()
         self._locks = _Locks()
@@ -321,6 +321,117 @@ class Engine:
         if record.spec.vni:
             return self._overlay_mtu(record.spec)
         return self.netlink.observe_bridge(record.spec.name, addresses=False).mtu or 1500
+
+    # -------------------------------------------------------------- guests
+
+    def resolve_guest(self, value: str, field: str = "guest") -> GuestRef:
+        """A guest reference in canonical form. ``docker:X`` and a bare name
+        Docker knows become ``docker:<full id>``; a bare name Docker does not
+        know is a named namespace. A removed container is still found by the
+        id or name its endpoints recorded, so that it can be detached."""
+        ref = spec.guest(value, field)
+        bare = ":" not in value and not value.startswith("/")
+        if ref.kind is not GuestKind.DOCKER and not bare:
+            return ref
+        container = None
+        if self.docker is not None:
+            try:
+                container = self.docker.inspect(ref.value)
+            except DependencyUnavailable:
+                if ref.kind is GuestKind.DOCKER:
+                    raise
+        if container is not None:
+            return GuestRef(GuestKind.DOCKER, container.id)
+        if ref.kind is GuestKind.DOCKER:
+            for r in self.store.endpoints().values():
+                if r.guest.kind is GuestKind.DOCKER and (
+                    r.guest.value.startswith(ref.value) or r.guest_name == ref.value
+                ):
+                    return r.guest
+            if self.docker is None:
+                raise DependencyUnavailable("this netplumbd runs without Docker", field=field)
+            raise NotFound(f"Docker has no container {ref.value!r}", field=field)
+        return ref
+
+    def _guest_path(self, guest: GuestRef) -> str | None:
+        """The namespace file of a guest; None for a Docker container that is
+        not running (or gone)."""
+        if guest.kind is not GuestKind.DOCKER:
+            return guest_path(guest)
+        if self.docker is None:
+            raise DependencyUnavailable("this netplumbd runs without Docker")
+        c = self.docker.inspect(guest.value)
+        if c is None or not c.running or c.pid <= 0:
+            return None
+        return f"/proc/{c.pid}/ns/net"
+
+    def _open_guest(self, guest: GuestRef) -> tuple[NetnsHandle, str]:
+        """Open and pin a guest's namespace for an attach; (handle, container
+        name) -- the name empty for other guests. A container's PID is checked
+        again after the open: a container that died in between (and a PID
+        reused by another process) is caught, pipework's #204."""
+        if guest.kind is not GuestKind.DOCKER:
+            return open_netns(guest_path(guest), "spec.guest"), ""
+        if self.docker is None:
+            raise DependencyUnavailable("this netplumbd runs without Docker", field="spec.guest")
+        c = self.docker.running_container(guest.value)
+        handle = open_netns(f"/proc/{c.pid}/ns/net", "spec.guest")
+        again = self.docker.inspect(guest.value)
+        if again is None or not again.running or again.pid != c.pid:
+            handle.close()
+            raise PreconditionFailed(
+                f"container {c.name} stopped while being attached", field="spec.guest"
+            )
+        return handle, c.name
+
+    def on_docker_event(self, action: str, container_id: str) -> None:
+        """Follow a container's life: re-plumb its endpoints when it starts
+        (a restart gives it a new namespace), drop them when it is removed;
+        after a reconnection to dockerd, reconcile every Docker endpoint."""
+        mine = [
+            r
+            for r in self.store.endpoints().values()
+            if r.guest.kind is GuestKind.DOCKER
+            and (not container_id or r.guest.value == container_id)
+        ]
+        if not mine:
+            return
+        if action == "destroy":
+            for r in mine:
+                with self._locks.guest(r.guest.key), self._claim(r.id):
+                    self._detach_one(r)
+            log.info(
+                "container %s removed: its %d endpoint(s) removed", container_id[:12], len(mine)
+            )
+            return
+        if action not in ("start", "connected"):
+            return
+        started = time.perf_counter()
+        for r in mine:
+            with self._locks.guest(r.guest.key), self._claim(r.id):
+                current = self.store.endpoints().get(r.id)
+                if current is None:
+                    continue
+                if action == "connected" and self.docker is not None:
+                    if self.docker.inspect(current.guest.value) is None:
+                        self._detach_one(current)  # removed while we were not looking
+                        continue
+                try:
+                    self._converge_endpoint(current, repair=True)
+                except NetplumbError as e:
+                    log.error(
+                        "re-plumbing endpoint %s of container %s failed: %s",
+                        r.id,
+                        container_id[:12],
+                        e,
+                    )
+        if action == "start":
+            log.info(
+                "container %s started: %d endpoint(s) re-plumbed in %.1f ms",
+                container_id[:12],
+                len(mine),
+                (time.perf_counter() - started) * 1000,
+            )
 
     def _bridge_mtu(self, name: str) -> int:
         record = self.store.bridges().get(name)
@@ -555,7 +666,7 @@ class Engine:
                             f"{other.guest} {other.ifname}",
                             field="spec.host_ifname",
                         )
-                handle = open_netns(guest_path(want.guest), "spec.guest")
+                handle, guest_name = self._open_guest(want.guest)
                 stack.callback(handle.close)
                 if handle.ident == host_ident():
                     raise InvalidSpec(
@@ -581,9 +692,15 @@ class Engine:
                         mtu=mtu,
                         netns_id=handle.ident,
                         netns_path=handle.path,
+                        guest_name=guest_name,
                     )
                 else:
-                    record = replace(existing, netns_id=handle.ident, netns_path=handle.path)
+                    record = replace(
+                        existing,
+                        netns_id=handle.ident,
+                        netns_path=handle.path,
+                        guest_name=guest_name,
+                    )
                 self._check_route_overlap(record)
                 ops = self._plumb(record, handle, fresh=existing is None)
                 if record != existing:
@@ -663,7 +780,13 @@ class Engine:
         return {name for name, _, _ in self.netlink.tagged_host_links()}
 
     def _view(self, record: EndpointRecord, host_links: set[str]) -> EndpointView:
-        ident = netns_ident(guest_path(record.guest))
+        try:
+            path = self._guest_path(record.guest)
+        except DependencyUnavailable:
+            return EndpointView(record, GUEST_MISSING, "Docker is not reachable")
+        if path is None:
+            return EndpointView(record, GUEST_MISSING, "the container is not running")
+        ident = netns_ident(path)
         if ident is None:
             return EndpointView(
                 record, GUEST_MISSING, "the guest's network namespace does not exist"
@@ -956,7 +1079,9 @@ class Engine:
     def _open_if_same(self, record: EndpointRecord) -> NetnsHandle | None:
         """Open the guest's namespace, or None when it is gone -- or, for a
         pid guest, when the PID now belongs to another namespace."""
-        path = guest_path(record.guest)
+        path = self._guest_path(record.guest)
+        if path is None:
+            return None
         try:
             handle = open_netns(path)
         except (NotFound, InvalidSpec):

@@ -359,6 +359,7 @@ def endpoint_to_json(rec: EndpointRecord) -> dict[str, Any]:
         "netns_id": list(rec.netns_id) if rec.netns_id else None,
         "netns_path": rec.netns_path,
         "extra_routes": [_route_to_json(r) for r in rec.extra_routes],
+        "guest_name": rec.guest_name,
     }
 
 
@@ -386,6 +387,7 @@ def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
         netns_id=(int(nid[0]), int(nid[1])) if nid else None,
         netns_path=d.get("netns_path", ""),
         extra_routes=tuple(_route_from_json(r) for r in d.get("extra_routes", [])),
+        guest_name=str(d.get("guest_name", "")),
     )
 
 

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-TIERS = ("unit", "netns", "ovs", "multihost", "bench")
+TIERS = ("unit", "netns", "ovs", "docker", "multihost", "bench")
 ROOT = pathlib.Path(__file__).parent
 
 

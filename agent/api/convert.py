@@ -110,7 +110,9 @@ def guest_in(value: str, field: str = "guest") -> GuestRef:
     return spec.guest(value, field)
 
 
-def endpoint_spec_in(m: pb.EndpointSpec) -> EndpointSpec:
+def endpoint_spec_in(m: pb.EndpointSpec, guest: GuestRef) -> EndpointSpec:
+    """Validate an attach request; ``guest`` is ``m.guest`` already resolved
+    (Docker names need the engine)."""
     if m.name:
         raise Unimplemented(
             "endpoint names are published in cluster mode, which this version does not implement",
@@ -118,7 +120,6 @@ def endpoint_spec_in(m: pb.EndpointSpec) -> EndpointSpec:
         )
     if m.HasField("dhcp"):
         raise Unimplemented("DHCP is not implemented in this version", field="spec.dhcp")
-    guest = guest_in(m.guest, "spec.guest")
     return spec.endpoint_spec(
         bridge=m.bridge,
         guest_ref=guest,
@@ -169,6 +170,7 @@ def endpoint_out(v: EndpointView) -> pb.Endpoint:
         routes=[route_out(r) for r in routes],
         state=_STATE_OUT.get(v.state, pb.ENDPOINT_STATE_READY),
         netns_path=rec.netns_path,
+        guest_name=rec.guest_name,
         bridge=s.bridge,
         vlan=s.vlan,
         state_detail=v.detail,

@@ -58,13 +58,16 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
 
     def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext) -> pb.Endpoint:
         def call() -> pb.Endpoint:
-            return convert.endpoint_out(self.engine.attach(convert.endpoint_spec_in(request.spec)))
+            guest = self.engine.resolve_guest(request.spec.guest, "spec.guest")
+            return convert.endpoint_out(
+                self.engine.attach(convert.endpoint_spec_in(request.spec, guest))
+            )
 
         return guarded("Attach", call, context)
 
     def Detach(self, request: pb.DetachRequest, context: grpc.ServicerContext) -> pb.DetachResponse:
         def call() -> pb.DetachResponse:
-            guest = convert.guest_in(request.guest)
+            guest = self.engine.resolve_guest(request.guest)
             ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             views = self.engine.detach(guest, ifname)
             return pb.DetachResponse(detached=[convert.endpoint_out(v) for v in views])
@@ -75,7 +78,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
         self, request: pb.GetEndpointRequest, context: grpc.ServicerContext
     ) -> pb.Endpoint:
         def call() -> pb.Endpoint:
-            guest = convert.guest_in(request.guest)
+            guest = self.engine.resolve_guest(request.guest)
             ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             return convert.endpoint_out(self.engine.get_endpoint(guest, ifname))
 
@@ -86,7 +89,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
     ) -> pb.ListEndpointsResponse:
         def call() -> pb.ListEndpointsResponse:
             bridge = spec.ifname(request.bridge, "bridge") if request.bridge else ""
-            guest = convert.guest_in(request.guest) if request.guest else None
+            guest = self.engine.resolve_guest(request.guest) if request.guest else None
             views = self.engine.list_endpoints(bridge, guest)
             return pb.ListEndpointsResponse(endpoints=[convert.endpoint_out(v) for v in views])
 
@@ -113,7 +116,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
 
     def AddRoute(self, request: pb.AddRouteRequest, context: grpc.ServicerContext) -> pb.Endpoint:
         def call() -> pb.Endpoint:
-            guest = convert.guest_in(request.guest)
+            guest = self.engine.resolve_guest(request.guest)
             ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             route = convert.route_in(request.route)
             return convert.endpoint_out(self.engine.add_route(guest, ifname, route))
@@ -124,7 +127,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
         self, request: pb.DeleteRouteRequest, context: grpc.ServicerContext
     ) -> pb.Endpoint:
         def call() -> pb.Endpoint:
-            guest = convert.guest_in(request.guest)
+            guest = self.engine.resolve_guest(request.guest)
             ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
             spec.destination(request.destination, "destination")
             return convert.endpoint_out(
@@ -188,6 +191,12 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
             return pb.Dependency(name="ovsdb", up=False, enabled=False, detail="disabled")
         return pb.Dependency(name="ovsdb", up=ovs.connected, enabled=True, detail=ovs.detail)
 
+    def _docker_dependency(self) -> pb.Dependency:
+        d = self.engine.docker
+        if d is None:
+            return pb.Dependency(name="docker", up=False, enabled=False, detail="disabled")
+        return pb.Dependency(name="docker", up=d.up, enabled=True, detail=d.detail)
+
     def _ovs_datapath(self) -> str:
         ovs = self.engine.ovs
         return ovs.datapath_type() if ovs is not None else ""
@@ -209,9 +218,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
                 dependencies=[
                     pb.Dependency(name="netlink", up=True, enabled=True, detail="pyroute2"),
                     self._ovs_dependency(),
-                    pb.Dependency(
-                        name="docker", up=False, enabled=False, detail="not implemented yet"
-                    ),
+                    self._docker_dependency(),
                 ],
                 kernel_features=[
                     pb.KernelFeature(name=k, available=v) for k, v in sorted(feats.items())

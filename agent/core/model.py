@@ -128,6 +128,9 @@ class EndpointRecord:
     # Routes added later with AddRoute (kept apart from spec.routes so that
     # repeating the original attach stays a no-op).
     extra_routes: tuple[RouteSpec, ...] = ()
+    # Docker guests: the container's name when it was attached (for display,
+    # and to find its endpoints by name once it is gone).
+    guest_name: str = ""
 
     @property
     def guest(self) -> GuestRef:

@@ -1,15 +1,16 @@
-"""Overlay benchmark: what netplumb's overlays move, next to the same
-datapath built by hand, next to the underlay; and how fast peers come and go.
+"""Overlay benchmark: what netplumb's overlays carry, next to the same
+datapath built by hand and next to the underlay; and how fast peers come and
+go on a host with 3 overlay bridges.
 
 Run on demand only (``make bench``, or
 ``pytest -q -s tests/bench/test_overlay_bench.py --timeout=0``). Nothing here
 asserts a timing: the figures are printed as tables, compared with the
 targets (MET / MISSED) and written to bench/out/overlay.json. Only functional
-failures (an overlay that does not carry packets, an iperf3 run that does not
+failures (an overlay that carries no packets, an iperf3 run that does not
 complete, a peer whose tunnels are missing) fail a test.
 
 Throughput: iperf3, one TCP stream of SECONDS from a guest (a named
-namespace) on h1 to a guest on h2, RUNS times per path, the median reported.
+namespace) on h1 to a guest on h2, RUNS times per path, median reported.
 The runs are interleaved (run 1 of every path, then run 2 of every path, ...)
 so that a change in background load hits every path alike.
 
@@ -18,33 +19,39 @@ so that a change in background load hits every path alike.
   and gre an overlay built by netplumb (``bridge add --kind ovs --vni N
   --tunnel T``, ``peer add``, ``attach``) and its hand-built twin
   (``ovs-vsctl add-br`` netdev + a tunnel port with key/remote_ip, veth pairs
-  into the guests at the overlay MTU, ``ethtool -K eth1 tx off`` in the guest,
-  addresses with ``ip``). Both coexist: distinct bridges, VNIs and subnets.
-- No-OVS lab (2 hosts, underlay address on ``eth0``): the underlay, the Linux
-  bridge + kernel VXLAN overlay built by netplumb, and its twin (``ip link add
-  type bridge``, ``type vxlan id N local A dstport 4789 nolearning``, ``bridge
-  fdb append 00:00:00:00:00:00 dev VX dst PEER``, veths at MTU 1450).
+  into the guests at the overlay MTU, ``ethtool -K eth1 tx off`` in the
+  guest, addresses with ``ip``). Both coexist: distinct bridges, VNIs and
+  subnets.
+- No-OVS lab (2 hosts, underlay address on ``eth0``): the underlay, the
+  Linux bridge + kernel VXLAN overlay built by netplumb, and its twin (``ip
+  link add type bridge``, ``type vxlan id N local A dstport 4789
+  nolearning``, ``bridge fdb append 00:00:00:00:00:00 dev VX dst PEER``,
+  veths at MTU 1450). The Linux backend is measured here and not on the OVS
+  lab, where its packets would cross the userspace br-phy.
 
 For every netplumb/twin pair the configuration of both is snapshotted (guest
-and host veth MTU, queue, ``ethtool -k`` features; the OVS bridge, tunnel
-interface and port rows; the VXLAN device and bridge attributes) and the
-differences are printed and recorded, so a slower netplumb path comes with
-the concrete difference that explains it.
+and host veth: MTU, queues, ``ethtool -k``; the OVS bridge, tunnel interface
+and port rows; the VXLAN device, its flood list and the Linux bridge) and the
+differences are printed and recorded: a slower netplumb path comes with the
+concrete difference.
 
-Peers: a 1-host OVS lab whose host has 3 overlay bridges (2 OVS: vxlan VNI
-301 and geneve VNI 302; 1 Linux + kernel VXLAN VNI 303). PEERS peers
+Peers: a 1-host OVS lab whose host has 3 overlay bridges, 2 OVS (vxlan VNI
+301, geneve VNI 302) and 1 Linux + kernel VXLAN (VNI 303). PEERS peers
 198.18.1.1.. (addresses that need not exist) are added with one ``netplumb
 peer add`` each (the CLI run directly with NETPLUMB_SOCKET, as an operator
 would), then removed with ``netplumb peer del``; then the same with one
-persistent Python Client (``add_peer`` / ``remove_peer``). Each run is
-checked (every peer has an "up" tunnel on all 3 bridges, OVS has the ports,
-the VXLAN device has the flood entries; and all gone after removal).
+persistent Python Client (``add_peer`` / ``remove_peer``). After each run
+the host is checked: every peer has an "up" tunnel on all 3 bridges, OVS has
+the tunnel ports, the VXLAN device has the flood entries (and after removal
+none is left). For scale, CLI_FLOOR calls of ``netplumb peer ls`` before
+any peer exists give the cost of one CLI process and one trivial RPC.
 
-Addresses: underlays are the lab's (198.18.0.0/24); guests 198.19.0.0/16.
-Everything (guest namespaces, labs) is removed at the end, also on failure.
+Addresses: the underlays are the lab's (198.18.0.0/24), guests are in
+198.19.0.0/16. Everything (guest namespaces, labs) is removed at the end,
+also on failure, and checked gone.
 
 Environment knobs: NETPLUMB_BENCH_RUNS (default 3), NETPLUMB_BENCH_SECONDS
-(default 5), NETPLUMB_BENCH_PEERS (default 100, at most 250).
+(default 5), NETPLUMB_BENCH_PEERS (default 100, at most 254).
 """
 
 from __future__ import annotations
@@ -53,11 +60,10 @@ import datetime
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,12 +71,13 @@ from typing import Any
 
 import pytest
 from fixtures.host import NETPLUMB
-from fixtures.lab import Lab, assert_gone, lab_up, require_lab
+from fixtures.lab import Host, Lab, assert_gone, lab_up, require_lab
 
 RUNS = int(os.environ.get("NETPLUMB_BENCH_RUNS", "3"))
 SECONDS = float(os.environ.get("NETPLUMB_BENCH_SECONDS", "5"))
-PEERS = min(int(os.environ.get("NETPLUMB_BENCH_PEERS", "100")), 250)
+PEERS = min(int(os.environ.get("NETPLUMB_BENCH_PEERS", "100")), 254)
 WINDOW = 10  # first/last window of the peer runs
+CLI_FLOOR = 20  # `netplumb peer ls` calls timed for scale
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "bench" / "out" / "overlay.json"
@@ -78,9 +85,9 @@ OUT = REPO / "bench" / "out" / "overlay.json"
 # Targets (from the issue). Reported, never asserted.
 TARGET_TWIN_RATIO = 0.9  # each backend >= 0.9 x its hand-built twin
 TARGET_LINUX_UNDERLAY = 0.6  # Linux VXLAN >= 0.6 x the underlay (no-OVS lab)
-TARGET_PEERS_S = 5.0  # 100 peers added in <= 5 s
+TARGET_PEERS_S = 5.0  # PEERS (100) peers added in <= 5 s
 
-# (tunnel, short name, netplumb VNI, twin VNI, overlay MTU over a 1500 underlay)
+# (tunnel, short name, netplumb VNI, twin VNI, overlay MTU on a 1500 underlay)
 OVS_TUNNELS = (
     ("vxlan", "vx", 211, 221, 1450),
     ("geneve", "gn", 212, 222, 1450),
@@ -115,34 +122,32 @@ def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.Comple
     return res
 
 
+def cmd(line: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command written as by hand, split on blanks (no shell: every word
+    here is a name, a number or an address)."""
+    return sh(*line.split(), check=check)
+
+
 def np_json(lab: Lab, host: str, *args: str) -> Any:
-    """``netplumb --json ARGS`` in the host, through the lab (as the
-    multihost tests do); a failure fails the test."""
+    """``netplumb --json ARGS`` in the host through the lab (as the multihost
+    tests do); a failure fails the test."""
     res = lab.netplumb(host, "--json", *args)
     assert res.returncode == 0, f"{host}: netplumb {' '.join(args)}: {res.stderr or res.stdout}"
     return json.loads(res.stdout) if res.stdout.strip() else {}
+
+
+def list_netns() -> list[str]:
+    return [line.split()[0] for line in cmd("ip netns list").stdout.splitlines() if line.strip()]
 
 
 def ping_until(netns: str, address: str, tries: int = 10) -> bool:
     """The userspace datapath drops the first packets towards a peer whose
     underlay MAC it has not learnt yet: try a few times."""
     for _ in range(tries):
-        res = sh(
-            "ip",
-            "netns",
-            "exec",
-            netns,
-            "ping",
-            "-n",
-            "-q",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            address,
-            check=False,
-        )
-        if res.returncode == 0:
+        if (
+            cmd(f"ip netns exec {netns} ping -n -q -c 1 -W 1 {address}", check=False).returncode
+            == 0
+        ):
             return True
         time.sleep(0.2)
     return False
@@ -151,9 +156,8 @@ def ping_until(netns: str, address: str, tries: int = 10) -> bool:
 def iperf(client_ns: str, server_ns: str, address: str, seconds: float = SECONDS) -> dict[str, Any]:
     """One TCP stream from ``client_ns`` to an iperf3 server on ``address``
     in ``server_ns``: {"gbps", "retransmits", "mss"}."""
-    port = "5201"
     srv = subprocess.Popen(
-        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", address, "-p", port],
+        f"ip netns exec {server_ns} iperf3 -s -1 -B {address} -p 5201".split(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -161,8 +165,8 @@ def iperf(client_ns: str, server_ns: str, address: str, seconds: float = SECONDS
         start_new_session=True,
     )
     try:
-        argv = ["ip", "netns", "exec", client_ns, "iperf3", "-J", "-c", address, "-p", port]
-        argv += ["-t", f"{seconds:g}", "--connect-timeout", "2000"]
+        argv = f"ip netns exec {client_ns} iperf3 -J -c {address} -p 5201 -t {seconds:g}".split()
+        argv += ["--connect-timeout", "2000"]
         deadline = time.monotonic() + 5
         while True:
             res = sh(*argv, check=False, timeout=seconds + 60)
@@ -171,8 +175,8 @@ def iperf(client_ns: str, server_ns: str, address: str, seconds: float = SECONDS
             except ValueError:
                 doc = {"error": res.stderr.strip() or "no JSON output"}
             # iperf3 3.12 -J exits 0 even when it could not connect.
-            error = doc.get("error") or ("" if res.returncode == 0 else "failed")
-            refused = "connection refused" in str(error).lower()
+            error = str(doc.get("error") or ("" if res.returncode == 0 else "failed"))
+            refused = "connection refused" in error.lower()
             if not refused or time.monotonic() >= deadline or srv.poll() is not None:
                 break
             time.sleep(0.1)  # the server was not listening yet
@@ -198,12 +202,8 @@ def iperf(client_ns: str, server_ns: str, address: str, seconds: float = SECONDS
 # ------------------------------------------------------------ test beds
 
 
-def list_netns() -> list[str]:
-    return [line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line]
-
-
 class Guests:
-    """Named guest namespaces (``<lab prefix>-<tag>``), deleted at the end."""
+    """Named guest namespaces ``<lab prefix>-<tag>``, deleted at the end."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -211,14 +211,14 @@ class Guests:
 
     def new(self, tag: str) -> str:
         name = f"{self.prefix}-{tag}"
-        self.names.append(name)  # before creating: cleanup also covers a half-made one
-        sh("ip", "netns", "add", name)
-        sh("ip", "-n", name, "link", "set", "lo", "up")
+        self.names.append(name)  # first: the cleanup also covers a half-made one
+        cmd(f"ip netns add {name}")
+        cmd(f"ip -n {name} link set lo up")
         return name
 
     def cleanup(self) -> None:
         for name in self.names:
-            sh("ip", "netns", "del", name, check=False)
+            cmd(f"ip netns del {name}", check=False)
         left = [n for n in self.names if n in list_netns()]
         self.names = left
         assert not left, f"guest namespaces left behind: {left}"
@@ -232,8 +232,8 @@ class Bed:
 
 @contextmanager
 def bed(hosts: int, ovs: bool) -> Iterator[Bed]:
-    """A lab with a unique prefix plus its guests; the guests are deleted,
-    then the lab torn down, whatever happens, and both checked gone."""
+    """A lab with a unique prefix and its guests. Whatever happens the
+    guests are deleted, then the lab is torn down, and both checked gone."""
     require_lab(ovs=ovs)
     with lab_up(hosts, ovs=ovs) as lab:
         guests = Guests(lab.prefix)
@@ -266,11 +266,11 @@ def ovs_lab1() -> Iterator[Bed]:
 
 
 @dataclass
-class Path_:
-    """One measured datapath: iperf3 from ``client_ns`` to ``address`` in
-    ``server_ns``; ``ends`` says, per host, what to snapshot."""
+class Datapath:
+    """One measured path: iperf3 from ``client_ns`` to ``address`` in
+    ``server_ns``. ``ends`` (one per host) say what to snapshot."""
 
-    key: str  # "ovs-vxlan/netplumb", "ovs/underlay", ...
+    key: str  # "ovs-vxlan/netplumb", "ovs-vxlan/twin", "ovs/underlay", ...
     client_ns: str
     server_ns: str
     address: str
@@ -279,107 +279,59 @@ class Path_:
 
     def summary(self) -> dict[str, Any]:
         g = [s["gbps"] for s in self.samples]
+        r = [s["retransmits"] for s in self.samples]
         return {
             "median_gbps": statistics.median(g) if g else None,
-            "min_gbps": min(g) if g else None,
-            "max_gbps": max(g) if g else None,
-            "retransmits_median": statistics.median(s["retransmits"] for s in self.samples)
-            if self.samples
-            else None,
+            "min_gbps": min(g, default=None),
+            "max_gbps": max(g, default=None),
+            "retransmits_median": statistics.median(r) if r else None,
             "mss": self.samples[0]["mss"] if self.samples else None,
-            "samples": [
-                {**s, "gbps": round(s["gbps"], 4)} for s in self.samples
-            ],  # in the order run
+            "samples": [{**s, "gbps": round(s["gbps"], 4)} for s in self.samples],
         }
 
 
-def underlay_path(b: Bed, lab_kind: str) -> Path_:
+def underlay_path(b: Bed, lab_kind: str) -> Datapath:
     h1, h2 = b.lab.hosts
-    return Path_(f"{lab_kind}/underlay", h1.netns, h2.netns, h2.underlay_address)
-
-
-def netplumb_ovs_overlay(b: Bed, tunnel: str, short: str, vni: int) -> Path_:
-    lab = b.lab
-    br = f"b{short}"
-    for h in lab.hosts:
-        np_json(
-            lab, h.name, "bridge", "add", br, "--kind", "ovs", "--vni", str(vni), "--tunnel", tunnel
-        )
-    return _netplumb_guests(b, f"ovs-{tunnel}", br, vni, ovs_bridge=br)
-
-
-def netplumb_linux_overlay(b: Bed) -> Path_:
-    lab = b.lab
-    br = "blx"
-    for h in lab.hosts:
-        np_json(lab, h.name, "bridge", "add", br, "--kind", "linux", "--vni", str(LINUX_VNI))
-    return _netplumb_guests(
-        b, "linux-vxlan", br, LINUX_VNI, linux_bridge=br, vxlan=f"npvx{LINUX_VNI}"
-    )
-
-
-def _netplumb_guests(b: Bed, backend: str, br: str, vni: int, **end: str) -> Path_:
-    nss, ends = [], []
-    for i, h in enumerate(b.lab.hosts, start=1):
-        ns = b.guests.new(f"{br}{i}")
-        ep = np_json(b.lab, h.name, "attach", br, f"netns:{ns}", f"198.19.{vni}.{i}/24")
-        nss.append(ns)
-        ends.append(
-            {
-                "host": h.name,
-                "hostns": h.netns,
-                "guest": ns,
-                "guest_if": ep["ifname"],
-                "host_if": ep["host_ifname"],
-                **end,
-            }
-        )
-    return Path_(f"{backend}/netplumb", nss[0], nss[1], f"198.19.{vni}.2", ends)
+    return Datapath(f"{lab_kind}/underlay", h1.netns, h2.netns, h2.underlay_address)
 
 
 def mesh(b: Bed) -> None:
     """Every host peers with every other (by netplumb)."""
+    for h in b.lab.hosts:
+        for other in b.lab.hosts:
+            if other is not h:
+                np_json(b.lab, h.name, "peer", "add", other.underlay_address, "--name", other.name)
+
+
+def netplumb_overlay(b: Bed, backend: str, br: str, vni: int, *bridge_args: str) -> Datapath:
+    """The bridge on every host by netplumb, and a guest attached on each."""
     lab = b.lab
     for h in lab.hosts:
-        for other in lab.hosts:
-            if other is not h:
-                np_json(lab, h.name, "peer", "add", other.underlay_address, "--name", other.name)
-
-
-def _twin_guest(
-    b: Bed, h: Any, i: int, br: str, vni: int, mtu: int, tx_off: bool
-) -> dict[str, str]:
-    """A veth pair at ``mtu`` from the host into a new guest, addressed with
-    ``ip``; the host end is returned for plugging into the bridge."""
-    ns = b.guests.new(f"{br}{i}")
-    hif = f"{br}-p{i}"
-    sh(
-        "ip",
-        "-n",
-        h.netns,
-        "link",
-        "add",
-        hif,
-        "mtu",
-        str(mtu),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth1",
-        "mtu",
-        str(mtu),
-        "netns",
-        ns,
+        np_json(lab, h.name, "bridge", "add", br, "--vni", str(vni), *bridge_args)
+    extra = (
+        {"ovs_bridge": br} if "ovs" in bridge_args else {"linux_bridge": br, "vxlan": f"npvx{vni}"}
     )
-    sh("ip", "-n", ns, "addr", "add", f"198.19.{vni}.{i}/24", "dev", "eth1")
-    sh("ip", "-n", ns, "link", "set", "eth1", "up")
-    if tx_off:
-        sh("ip", "netns", "exec", ns, "ethtool", "-K", "eth1", "tx", "off")
+    nss, ends = [], []
+    for i, h in enumerate(lab.hosts, start=1):
+        ns = b.guests.new(f"{br}{i}")
+        ep = np_json(lab, h.name, "attach", br, f"netns:{ns}", f"198.19.{vni}.{i}/24")
+        nss.append(ns)
+        end = {"host": h.name, "hostns": h.netns, "guest": ns, "guest_if": ep["ifname"]}
+        ends.append({**end, "host_if": ep["host_ifname"], **extra})
+    return Datapath(f"{backend}/netplumb", nss[0], nss[1], f"198.19.{vni}.2", ends)
+
+
+def twin_guest(b: Bed, h: Host, i: int, br: str, vni: int, mtu: int) -> dict[str, str]:
+    """A veth pair at ``mtu`` from the host into a new guest, the guest end
+    addressed and up; the host end is left for the caller to plug in."""
+    ns, hif = b.guests.new(f"{br}{i}"), f"{br}-p{i}"
+    cmd(f"ip -n {h.netns} link add {hif} mtu {mtu} type veth peer name eth1 mtu {mtu} netns {ns}")
+    cmd(f"ip -n {ns} addr add 198.19.{vni}.{i}/24 dev eth1")
+    cmd(f"ip -n {ns} link set eth1 up")
     return {"host": h.name, "hostns": h.netns, "guest": ns, "guest_if": "eth1", "host_if": hif}
 
 
-def twin_ovs_overlay(b: Bed, tunnel: str, short: str, vni: int, mtu: int) -> Path_:
+def twin_ovs_overlay(b: Bed, tunnel: str, short: str, vni: int, mtu: int) -> Datapath:
     """The hand-built twin of an OVS overlay (the recipe of ENVIRONMENT.md)."""
     lab = b.lab
     br, tun = f"tw{short}", f"tw{short}-tun"
@@ -388,71 +340,43 @@ def twin_ovs_overlay(b: Bed, tunnel: str, short: str, vni: int, mtu: int) -> Pat
         peer = lab.hosts[2 - i].underlay_address
         lab.vsctl(
             h,
-            "--",
-            "add-br",
-            br,
-            "--",
-            "set",
-            "bridge",
-            br,
-            "datapath_type=netdev",
-            "--",
-            "add-port",
-            br,
-            tun,
-            "--",
-            "set",
-            "interface",
-            tun,
-            f"type={tunnel}",
-            f"options:key={vni}",
-            f"options:remote_ip={peer}",
+            *f"-- add-br {br} -- set bridge {br} datapath_type=netdev "
+            f"-- add-port {br} {tun} -- set interface {tun} type={tunnel} "
+            f"options:key={vni} options:remote_ip={peer}".split(),
         )
-        end = _twin_guest(b, h, i, br, vni, mtu, tx_off=True)
+        end = twin_guest(b, h, i, br, vni, mtu)
+        # the trap of ENVIRONMENT.md: unfinished checksums from the guest
+        cmd(f"ip netns exec {end['guest']} ethtool -K eth1 tx off")
         lab.vsctl(h, "add-port", br, end["host_if"])
-        sh("ip", "-n", h.netns, "link", "set", end["host_if"], "up")
+        cmd(f"ip -n {h.netns} link set {end['host_if']} up")
         ends.append({**end, "ovs_bridge": br})
-    return Path_(f"ovs-{tunnel}/twin", ends[0]["guest"], ends[1]["guest"], f"198.19.{vni}.2", ends)
+    return Datapath(
+        f"ovs-{tunnel}/twin", ends[0]["guest"], ends[1]["guest"], f"198.19.{vni}.2", ends
+    )
 
 
-def twin_linux_overlay(b: Bed) -> Path_:
+def twin_linux_overlay(b: Bed) -> Datapath:
     """The hand-built twin of a Linux bridge + kernel VXLAN overlay."""
     lab = b.lab
-    br, vx, vni = "twlx", "twlx-vx", LINUX_TWIN_VNI
+    br, vx, vni, mtu = "twlx", "twlx-vx", LINUX_TWIN_VNI, LINUX_MTU
     ends = []
     for i, h in enumerate(lab.hosts, start=1):
-        peer = lab.hosts[2 - i].underlay_address
-        ns = h.netns
-        sh("ip", "-n", ns, "link", "add", br, "type", "bridge")
-        sh("ip", "-n", ns, "link", "set", br, "up")
-        sh(
-            "ip",
-            "-n",
-            ns,
-            "link",
-            "add",
-            vx,
-            "mtu",
-            str(LINUX_MTU),
-            "type",
-            "vxlan",
-            "id",
-            str(vni),
-            "local",
-            h.underlay_address,
-            "dstport",
-            "4789",
-            "nolearning",
+        peer, ns = lab.hosts[2 - i].underlay_address, h.netns
+        cmd(f"ip -n {ns} link add {br} type bridge")
+        cmd(f"ip -n {ns} link set {br} up")
+        cmd(
+            f"ip -n {ns} link add {vx} mtu {mtu} type vxlan id {vni} local {h.underlay_address} "
+            "dstport 4789 nolearning"
         )
-        sh("ip", "-n", ns, "link", "set", vx, "master", br, "up")
-        sh("bridge", "-n", ns, "fdb", "append", ZERO_MAC, "dev", vx, "dst", peer)
-        end = _twin_guest(b, h, i, br, vni, LINUX_MTU, tx_off=False)
-        sh("ip", "-n", ns, "link", "set", end["host_if"], "master", br, "up")
+        cmd(f"ip -n {ns} link set {vx} master {br} up")
+        cmd(f"bridge -n {ns} fdb append {ZERO_MAC} dev {vx} dst {peer}")
+        end = twin_guest(b, h, i, br, vni, mtu)
+        cmd(f"ip -n {ns} link set {end['host_if']} master {br} up")
         ends.append({**end, "linux_bridge": br, "vxlan": vx})
-    return Path_("linux-vxlan/twin", ends[0]["guest"], ends[1]["guest"], f"198.19.{vni}.2", ends)
+    return Datapath("linux-vxlan/twin", ends[0]["guest"], ends[1]["guest"], f"198.19.{vni}.2", ends)
 
 
-def measure(paths: list[Path_]) -> None:
+def measure(paths: list[Datapath]) -> None:
     """RUNS interleaved rounds over ``paths`` (each first checked to carry
     packets), printing every sample as it comes."""
     for p in paths:
@@ -463,22 +387,11 @@ def measure(paths: list[Path_]) -> None:
             p.samples.append(s)
             print(
                 f"  run {r}/{RUNS}  {p.key:<22} {s['gbps']:7.3f} Gbit/s  "
-                f"{s['retransmits']:6d} retr  MSS {s['mss']}"
+                f"{s['retransmits']:6d} retransmits  MSS {s['mss']}"
             )
 
 
 # ------------------------------------------------------------- snapshots
-
-
-def _ethtool_k(ns: str, ifname: str) -> dict[str, str]:
-    out = sh("ip", "netns", "exec", ns, "ethtool", "-k", ifname).stdout
-    feats = {}
-    for line in out.splitlines()[1:]:
-        name, sep, value = line.strip().partition(":")
-        if sep:
-            feats[name.strip()] = value.strip()
-    return feats
-
 
 LINK_KEYS = (
     "mtu",
@@ -492,109 +405,149 @@ LINK_KEYS = (
     "num_tx_queues",
     "num_rx_queues",
 )
+TUNNEL_TYPES = ("vxlan", "geneve", "gre")
 
 
-def _link(ns: str, ifname: str) -> dict[str, Any]:
-    out = sh("ip", "-j", "-d", "-n", ns, "link", "show", "dev", ifname).stdout
-    return json.loads(out)[0]  # type: ignore[no-any-return]
+def ethtool_k(ns: str, ifname: str) -> dict[str, str]:
+    """``ethtool -k``: feature -> "on", "off [fixed]", ..."""
+    out = cmd(f"ip netns exec {ns} ethtool -k {ifname}").stdout
+    feats = {}
+    for line in out.splitlines()[1:]:
+        name, sep, value = line.strip().partition(":")
+        if sep:
+            feats[name.strip()] = value.strip()
+    return feats
 
 
-def _link_facts(ns: str, ifname: str, label: str) -> dict[str, Any]:
-    d = _link(ns, ifname)
+def ip_link(ns: str, ifname: str) -> dict[str, Any]:
+    return json.loads(cmd(f"ip -j -d -n {ns} link show dev {ifname}").stdout)[0]  # type: ignore[no-any-return]
+
+
+def link_facts(ns: str, ifname: str, label: str) -> dict[str, Any]:
+    d = ip_link(ns, ifname)
     facts: dict[str, Any] = {f"{label} {k}": d.get(k) for k in LINK_KEYS}
-    for k, v in _ethtool_k(ns, ifname).items():
-        facts[f"{label} ethtool {k}"] = v
+    facts.update({f"{label} ethtool {k}": v for k, v in ethtool_k(ns, ifname).items()})
     return facts
 
 
-def _ovs_get(lab: Lab, host: str, table: str, record: str, column: str) -> str:
-    res = sh(*lab_vsctl_argv(lab, host), "--if-exists", "get", table, record, column, check=False)
-    return res.stdout.strip() if res.returncode == 0 else f"(error: {res.stderr.strip()})"
+def _ovs_json(value: Any) -> Any:
+    """An OVSDB JSON value as Python: maps as dicts, sets as lists."""
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+        tag, body = value
+        if tag == "map":
+            return {k: _ovs_json(v) for k, v in body}
+        if tag == "set":
+            return [_ovs_json(v) for v in body]
+        if tag == "uuid":
+            return f"uuid:{body}"
+    return value
 
 
-def lab_vsctl_argv(lab: Lab, host: str) -> list[str]:
-    h = lab.host(host)
-    return ["ovs-vsctl", f"--db=unix:{h.db_socket}", "--timeout=30"]
+def ovs_rows(
+    lab: Lab, host: Host | str, table: str, columns: str, record: str = ""
+) -> list[dict[str, Any]]:
+    """``ovs-vsctl -f json list TABLE [RECORD]`` as dicts (one call)."""
+    out = lab.vsctl(
+        host, "-f", "json", f"--columns={columns}", "list", table, *([record] if record else [])
+    ).stdout
+    doc = json.loads(out)
+    return [
+        {h: _ovs_json(v) for h, v in zip(doc["headings"], row, strict=True)} for row in doc["data"]
+    ]
 
 
-def _ovs_map(text: str) -> dict[str, str]:
-    """``{key="211", local_ip="198.18.0.11"}`` -> a dict."""
-    return {k: v.strip('"') for k, v in re.findall(r'([\w:-]+)=("[^"]*"|[^,}\s]+)', text)}
+def ovs_facts(lab: Lab, host: str, br: str, host_if: str) -> dict[str, Any]:
+    underlay = lab.host(host).underlay_address
+    facts: dict[str, Any] = {}
+    (bridge,) = ovs_rows(
+        lab,
+        host,
+        "Bridge",
+        "datapath_type,fail_mode,other_config,protocols,stp_enable,mcast_snooping_enable",
+        br,
+    )
+    facts.update({f"ovs bridge {k}": v for k, v in bridge.items()})
+    ports = set(lab.vsctl(host, "list-ports", br).stdout.split())
+    ifaces = {
+        r["name"]: r
+        for r in ovs_rows(
+            lab,
+            host,
+            "Interface",
+            "name,type,options,other_config,mtu,mtu_request,ingress_policing_rate,bfd",
+        )
+    }
+    facts["ovs bridge internal mtu"] = ifaces[br]["mtu"]
+    tunnels = [n for n in sorted(ports) if ifaces[n]["type"] in TUNNEL_TYPES]
+    facts["ovs tunnel ports"] = len(tunnels)
+    if tunnels:
+        tun = ifaces[tunnels[0]]
+        facts["ovs tunnel type"] = tun["type"]
+        options = dict(tun["options"])
+        options.pop("key")  # the VNI: differs by design
+        facts["ovs tunnel remote_ip is the peer"] = options.pop("remote_ip", "").startswith(
+            "198.18.0."
+        )
+        for k, v in sorted(options.items()):
+            facts[f"ovs tunnel options:{k}"] = "(this host's underlay)" if v == underlay else v
+        for k in ("other_config", "mtu_request", "ingress_policing_rate", "bfd"):
+            facts[f"ovs tunnel iface {k}"] = tun[k]
+        (port,) = ovs_rows(lab, host, "Port", "protected,tag,qos,other_config", tunnels[0])
+        facts.update({f"ovs tunnel port {k}": v for k, v in port.items()})
+    veth = ifaces[host_if]
+    for k in ("type", "mtu", "mtu_request", "other_config", "ingress_policing_rate"):
+        facts[f"ovs veth iface {k}"] = veth[k]
+    (port,) = ovs_rows(lab, host, "Port", "protected,tag,qos,other_config", host_if)
+    facts.update({f"ovs veth port {k}": v for k, v in port.items()})
+    return facts
 
 
-def _tunnel_port(lab: Lab, host: str, bridge: str) -> str:
-    for port in lab.vsctl(host, "list-ports", bridge).stdout.split():
-        if _ovs_get(lab, host, "Interface", port, "type") in ("vxlan", "geneve", "gre"):
-            return port
-    return ""
+def linux_facts(hostns: str, br: str, vx: str, host_if: str) -> dict[str, Any]:
+    dev = ip_link(hostns, vx)
+    data = dev.get("linkinfo", {}).get("info_data", {})
+    facts: dict[str, Any] = {
+        f"vxlan {k}": v for k, v in sorted(data.items()) if k not in ("id", "local")
+    }
+    facts.update({f"vxlan link {k}": dev.get(k) for k in LINK_KEYS})
+    facts.update({f"vxlan ethtool {k}": v for k, v in ethtool_k(hostns, vx).items()})
+    fdb = json.loads(cmd(f"bridge -j -n {hostns} fdb show dev {vx}").stdout)
+    facts["vxlan flood entries"] = sum(1 for e in fdb if e.get("mac") == ZERO_MAC)
+    bridge = ip_link(hostns, br)
+    facts["linux bridge mtu"] = bridge.get("mtu")
+    bdata = bridge.get("linkinfo", {}).get("info_data", {})
+    for k in (
+        "stp_state",
+        "vlan_filtering",
+        "multicast_snooping",
+        "ageing_time",
+        "nf_call_iptables",
+        "nf_call_ip6tables",
+        "nf_call_arptables",
+    ):
+        facts[f"linux bridge {k}"] = bdata.get(k)
+    port = ip_link(hostns, host_if).get("linkinfo", {}).get("info_slave_data", {})
+    for k in ("learning", "flood", "isolated", "neigh_suppress", "proxy_arp", "hairpin"):
+        facts[f"linux bridge port (host veth) {k}"] = port.get(k)
+    return facts
 
 
 def snapshot(lab: Lab, end: dict[str, str]) -> dict[str, Any]:
-    """What decides a datapath's speed, without names and addresses: the
-    guest and host ends of the veth, and the bridge and tunnel."""
-    host, hostns = end["host"], end["hostns"]
-    facts = _link_facts(end["guest"], end["guest_if"], "guest veth")
-    facts.update(_link_facts(hostns, end["host_if"], "host veth"))
+    """What decides a datapath's speed, without names and addresses: both
+    ends of the guest's veth, the bridge, the tunnel."""
+    facts = link_facts(end["guest"], end["guest_if"], "guest veth")
+    facts.update(link_facts(end["hostns"], end["host_if"], "host veth"))
     if "ovs_bridge" in end:
-        br = end["ovs_bridge"]
-        for col in ("datapath_type", "fail_mode", "other_config", "protocols"):
-            facts[f"ovs bridge {col}"] = _ovs_get(lab, host, "Bridge", br, col)
-        facts["ovs bridge internal mtu"] = _ovs_get(lab, host, "Interface", br, "mtu")
-        tun = _tunnel_port(lab, host, br)
-        facts["ovs tunnel type"] = _ovs_get(lab, host, "Interface", tun, "type")
-        opts = _ovs_map(_ovs_get(lab, host, "Interface", tun, "options"))
-        opts.pop("key", None)  # the VNI: differs by design
-        peer = opts.pop("remote_ip", "")
-        facts["ovs tunnel remote_ip is the peer"] = peer.startswith("198.18.0.")
-        for k, v in sorted(opts.items()):
-            facts[f"ovs tunnel options:{k}"] = (
-                "(this host's underlay)" if v == lab.host(host).underlay_address else v
-            )
-        for col in ("other_config", "mtu_request", "ingress_policing_rate", "bfd"):
-            facts[f"ovs tunnel iface {col}"] = _ovs_get(lab, host, "Interface", tun, col)
-        facts["ovs tunnel port protected"] = _ovs_get(lab, host, "Port", tun, "protected")
-        for col in ("mtu_request", "mtu", "other_config", "ingress_policing_rate"):
-            facts[f"ovs veth iface {col}"] = _ovs_get(lab, host, "Interface", end["host_if"], col)
-        facts["ovs veth port tag"] = _ovs_get(lab, host, "Port", end["host_if"], "tag")
-        facts["ovs veth port qos"] = _ovs_get(lab, host, "Port", end["host_if"], "qos")
+        facts.update(ovs_facts(lab, end["host"], end["ovs_bridge"], end["host_if"]))
     if "vxlan" in end:
-        vx = _link(hostns, end["vxlan"])
-        data = vx.get("linkinfo", {}).get("info_data", {})
-        for k, v in sorted(data.items()):
-            if k in ("id", "local", "link"):
-                continue
-            facts[f"vxlan {k}"] = v
-        for k in LINK_KEYS:
-            facts[f"vxlan link {k}"] = vx.get(k)
-        for k, v in _ethtool_k(hostns, end["vxlan"]).items():
-            facts[f"vxlan ethtool {k}"] = v
-        fdb = json.loads(
-            sh("bridge", "-j", "-n", hostns, "fdb", "show", "dev", end["vxlan"]).stdout
-        )
-        facts["vxlan flood entries"] = sum(1 for e in fdb if e.get("mac") == ZERO_MAC)
-        br = _link(hostns, end["linux_bridge"])
-        facts["linux bridge mtu"] = br.get("mtu")
-        bdata = br.get("linkinfo", {}).get("info_data", {})
-        for k in (
-            "stp_state",
-            "vlan_filtering",
-            "multicast_snooping",
-            "nf_call_iptables",
-            "nf_call_ip6tables",
-            "nf_call_arptables",
-            "ageing_time",
-        ):
-            facts[f"linux bridge {k}"] = bdata.get(k)
-        port = _link(hostns, end["host_if"]).get("linkinfo", {}).get("info_slave_data", {})
-        for k in ("learning", "flood", "isolated", "neigh_suppress", "proxy_arp"):
-            facts[f"linux bridge port (veth) {k}"] = port.get(k)
+        facts.update(linux_facts(end["hostns"], end["linux_bridge"], end["vxlan"], end["host_if"]))
     return facts
 
 
-def differences(np_path: Path_, twin: Path_, lab: Lab) -> dict[str, Any]:
-    """Per host, the facts where netplumb's path and its twin differ."""
+def differences(netplumb: Datapath, twin: Datapath, lab: Lab) -> dict[str, Any]:
+    """Per host, the facts where netplumb's path and its twin differ (and
+    both snapshots)."""
     out: dict[str, Any] = {}
-    for a, b in zip(np_path.ends, twin.ends, strict=True):
+    for a, b in zip(netplumb.ends, twin.ends, strict=True):
         fa, fb = snapshot(lab, a), snapshot(lab, b)
         diff = {
             k: {"netplumb": fa.get(k), "twin": fb.get(k)}
@@ -612,93 +565,119 @@ def fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def table(head: list[str], rows: list[list[str]]) -> str:
+def table(head: list[str], rows: list[list[str]], left: int = 2) -> str:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
         return "  ".join(
-            c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(cells)
-        )
+            c.ljust(widths[i]) if i < left else c.rjust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
 
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 PATH_LABELS = {
-    "ovs/underlay": "underlay h1->h2 (br-phy, OVS lab)",
-    "plain/underlay": "underlay h1->h2 (eth0, no-OVS lab)",
+    "ovs/underlay": "underlay, OVS lab (br-phy)",
+    "plain/underlay": "underlay, no-OVS lab (eth0)",
+    "netplumb": "built by netplumb",
+    "twin": "hand-built twin",
 }
 
 
 def throughput_table(tp: dict[str, Any]) -> str:
     rows = []
     for key, s in tp.items():
-        runs = " ".join(fmt(x["gbps"], ".2f") for x in s["samples"])
+        label = PATH_LABELS.get(key) or PATH_LABELS[key.split("/")[1]]
+        runs = " ".join(fmt(x["gbps"], ".3f") for x in s["samples"])
         rows.append(
             [
                 key,
-                PATH_LABELS.get(key, key.split("/")[1]),
+                label,
                 fmt(s["median_gbps"]),
                 runs,
                 fmt(s["retransmits_median"], ".0f"),
                 str(s["mss"]),
             ]
         )
-    head = ["path", "what", "median Gbit/s", "runs", "retr/run", "MSS"]
+    head = ["path", "what", "median Gbit/s", "runs (Gbit/s, in order)", "retransmits", "MSS"]
     return table(head, rows)
 
 
 def ratios(tp: dict[str, Any]) -> list[dict[str, Any]]:
-    """netplumb/twin per backend; Linux VXLAN/underlay; OVS overlay/underlay
-    (informational)."""
+    """netplumb/twin per backend; Linux VXLAN/underlay (both targets); OVS
+    overlay/underlay (information only)."""
 
     def med(key: str) -> float | None:
         s = tp.get(key)
         return s["median_gbps"] if s else None
 
-    out = []
+    def ratio(what: str, num: str, den: str, limit: float | None) -> None:
+        a, b = med(num), med(den)
+        if a is not None and b:
+            met = None if limit is None else a / b >= limit
+            out.append(
+                {
+                    "target": what,
+                    "numerator": a,
+                    "denominator": b,
+                    "value": a / b,
+                    "limit": limit,
+                    "met": met,
+                }
+            )
+
+    out: list[dict[str, Any]] = []
     for backend in ("ovs-vxlan", "ovs-geneve", "ovs-gre", "linux-vxlan"):
-        a, b = med(f"{backend}/netplumb"), med(f"{backend}/twin")
-        if a is not None and b:
-            out.append(
-                {
-                    "target": f"{backend}: netplumb >= {TARGET_TWIN_RATIO:g} x hand-built twin",
-                    "value": a / b,
-                    "numerator": a,
-                    "denominator": b,
-                    "limit": TARGET_TWIN_RATIO,
-                    "met": a / b >= TARGET_TWIN_RATIO,
-                }
-            )
-    a, b = med("linux-vxlan/netplumb"), med("plain/underlay")
-    if a is not None and b:
-        out.append(
-            {
-                "target": f"linux-vxlan (netplumb) >= {TARGET_LINUX_UNDERLAY:g} x underlay "
-                "(no-OVS lab)",
-                "value": a / b,
-                "numerator": a,
-                "denominator": b,
-                "limit": TARGET_LINUX_UNDERLAY,
-                "met": a / b >= TARGET_LINUX_UNDERLAY,
-            }
+        ratio(
+            f"{backend}: netplumb >= {TARGET_TWIN_RATIO:g} x hand-built twin",
+            f"{backend}/netplumb",
+            f"{backend}/twin",
+            TARGET_TWIN_RATIO,
         )
+    ratio(
+        f"linux-vxlan (netplumb) >= {TARGET_LINUX_UNDERLAY:g} x underlay (no-OVS lab)",
+        "linux-vxlan/netplumb",
+        "plain/underlay",
+        TARGET_LINUX_UNDERLAY,
+    )
+    ratio(
+        "linux-vxlan (twin) / underlay (no-OVS lab), for reference",
+        "linux-vxlan/twin",
+        "plain/underlay",
+        None,
+    )
     for backend in ("ovs-vxlan", "ovs-geneve", "ovs-gre"):
-        a, b = med(f"{backend}/netplumb"), med("ovs/underlay")
-        if a is not None and b:
-            out.append(
-                {
-                    "target": f"{backend} (netplumb) / underlay through br-phy (info)",
-                    "value": a / b,
-                    "numerator": a,
-                    "denominator": b,
-                    "limit": None,
-                    "met": None,
-                }
-            )
+        ratio(
+            f"{backend} (netplumb) / underlay through br-phy, for reference",
+            f"{backend}/netplumb",
+            "ovs/underlay",
+            None,
+        )
     return out
 
 
+PEER_LABELS = {
+    "cli_floor": "netplumb peer ls, no peers yet (the CLI's floor: one process, one RPC)",
+    "cli_add": "netplumb peer add ADDRESS (one process per peer)",
+    "cli_del": "netplumb peer del ADDRESS (one process per peer)",
+    "client_add": "Client.add_peer (one persistent gRPC channel)",
+    "client_del": "Client.remove_peer (one persistent gRPC channel)",
+}
+
+
 def peers_table(runs: dict[str, Any]) -> str:
+    w = next(iter(runs.values()))["window"] if runs else WINDOW
+    head = [
+        "run",
+        "how",
+        "calls",
+        "total s",
+        "p50 ms",
+        "p90 ms",
+        "max ms",
+        f"first{w} ms",
+        f"last{w} ms",
+    ]
     rows = [
         [
             key,
@@ -713,36 +692,17 @@ def peers_table(runs: dict[str, Any]) -> str:
         ]
         for key, s in runs.items()
     ]
-    head = [
-        "run",
-        "how",
-        "peers",
-        "total s",
-        "p50 ms",
-        "p90 ms",
-        "max ms",
-        f"first{WINDOW} ms",
-        f"last{WINDOW} ms",
-    ]
     return table(head, rows)
-
-
-PEER_LABELS = {
-    "cli_add": "netplumb peer add (one process per peer)",
-    "cli_del": "netplumb peer del (one process per peer)",
-    "client_add": "Client.add_peer (one persistent gRPC channel)",
-    "client_del": "Client.remove_peer (one persistent gRPC channel)",
-}
 
 
 def peer_verdicts(runs: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for key in ("cli_add", "client_add"):
+    for key, how in (("cli_add", "the CLI"), ("client_add", "one Client")):
         if key in runs:
             v = runs[key]["total_s"]
             out.append(
                 {
-                    "target": f"{PEERS} peers added via {key.split('_')[0]} in <= "
+                    "target": f"{runs[key]['count']} peers added via {how} in <= "
                     f"{TARGET_PEERS_S:g} s",
                     "value": v,
                     "limit": TARGET_PEERS_S,
@@ -755,17 +715,13 @@ def peer_verdicts(runs: dict[str, Any]) -> list[dict[str, Any]]:
 def diff_lines(diffs: dict[str, Any]) -> list[str]:
     lines = []
     for backend, per_host in diffs.items():
-        found = False
-        for host, d in per_host.items():
-            for k, v in d["differences"].items():
-                found = True
-                lines.append(
-                    f"  {backend} {host}: {k}: netplumb {v['netplumb']!r}, twin {v['twin']!r}"
-                )
-        if not found:
-            lines.append(
-                f"  {backend}: no difference (guest/host veth, ethtool -k, bridge, tunnel)"
-            )
+        found = [
+            f"  {backend} {host}: {k}: netplumb {v['netplumb']!r}, twin {v['twin']!r}"
+            for host, d in per_host.items()
+            for k, v in d["differences"].items()
+        ]
+        n = len(next(iter(per_host.values()))["netplumb"]) if per_host else 0
+        lines += found or [f"  {backend}: no difference ({n} facts per host compared)"]
     return lines
 
 
@@ -774,14 +730,20 @@ def git(*argv: str) -> str:
     return res.stdout.strip()
 
 
+def first_line(*argv: str) -> str:
+    return sh(*argv, check=False).stdout.partition("\n")[0]
+
+
 @pytest.fixture(scope="module")
 def report() -> Iterator[dict[str, Any]]:
     doc: dict[str, Any] = {"throughput": {}, "differences": {}, "peers": {}, "labs": {}}
+    load_before = os.getloadavg()
     yield doc
-    if not any(doc[k] for k in ("throughput", "peers")):
+    if not (doc["throughput"] or doc["peers"]):
         return
     tp, peers = doc["throughput"], doc["peers"]
-    targets = [t for t in ratios(tp) if t["met"] is not None] + peer_verdicts(peers)
+    all_ratios = ratios(tp)
+    targets = [r for r in all_ratios if r["met"] is not None] + peer_verdicts(peers)
     out = {
         "benchmark": "overlay",
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -791,13 +753,16 @@ def report() -> Iterator[dict[str, Any]]:
             "kernel": platform.release(),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
-            "ovs": sh("ovs-vswitchd", "--version").stdout.split("\n")[0],
-            "iperf3": sh("iperf3", "--version").stdout.split("\n")[0],
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "ovs": first_line("ovs-vswitchd", "--version"),
+            "iperf3": first_line("iperf3", "--version"),
         },
         "config": {
             "runs": RUNS,
             "seconds": SECONDS,
-            "iperf": "iperf3 -c, one TCP stream, guest on h1 -> guest on h2; median of runs",
+            "iperf": "iperf3 -c, one TCP stream, guest on h1 -> guest on h2 (underlay: "
+            "h1 -> h2 underlay address); runs interleaved across paths; median",
             "ovs_tunnels": [
                 {"tunnel": t, "netplumb_vni": v, "twin_vni": tv, "mtu": m}
                 for t, _, v, tv, m in OVS_TUNNELS
@@ -811,7 +776,7 @@ def report() -> Iterator[dict[str, Any]]:
             "labs": doc["labs"],
         },
         "throughput": tp,
-        "ratios": ratios(tp),
+        "ratios": all_ratios,
         "differences": doc["differences"],
         "peers": peers,
         "targets": targets,
@@ -820,15 +785,17 @@ def report() -> Iterator[dict[str, Any]]:
     OUT.write_text(json.dumps(out, indent=1, default=str) + "\n")
 
     print("\n\n=== netplumb overlay benchmark ===")
+    for name, what in doc["labs"].items():
+        print(f"  lab {name}: {what}")
     if tp:
         print(
-            f"\nthroughput: iperf3, one TCP stream, {SECONDS:g} s, guest h1 -> guest h2, "
-            f"{RUNS} interleaved runs per path, median"
+            f"\nthroughput: iperf3, one TCP stream, {SECONDS:g} s, guest on h1 -> guest on h2, "
+            f"{RUNS} runs per path interleaved, median"
         )
         print(throughput_table(tp))
-        print("\nratios (medians)")
-        for r in out["ratios"]:
-            mark = "" if r["met"] is None else ("MET    " if r["met"] else "MISSED ")
+        print("\nratios of medians")
+        for r in all_ratios:
+            mark = {True: "MET    ", False: "MISSED ", None: "       "}[r["met"]]
             print(
                 f"  {mark}{r['target']}: {r['numerator']:.3f} / {r['denominator']:.3f} "
                 f"= {r['value']:.2f}"
@@ -838,35 +805,37 @@ def report() -> Iterator[dict[str, Any]]:
         print("\n".join(diff_lines(doc["differences"])))
     if peers:
         print(
-            f"\npeers: {PEERS} peers on one host with 3 overlay bridges "
-            "(OVS vxlan 301, OVS geneve 302, Linux+kernel VXLAN 303)"
+            f"\npeers: {PEERS} peers on a host with 3 overlay bridges (OVS vxlan VNI 301, "
+            "OVS geneve VNI 302, Linux bridge + kernel VXLAN VNI 303)"
         )
         print(peers_table(peers))
     print("\ntargets")
     for t in targets:
         mark = "MET   " if t["met"] else "MISSED"
         print(f"  {mark} {t['target']}: {t['value']:.2f}")
-    print(f"\nfigures written to {OUT.relative_to(REPO)}")
+    print(f"\nload average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f}")
+    print(f"figures written to {OUT.relative_to(REPO)}")
 
 
-def record(doc: dict[str, Any], paths: list[Path_]) -> None:
+def record(doc: dict[str, Any], paths: list[Datapath]) -> None:
     for p in paths:
-        doc["throughput"][p.key] = p.summary()
+        if p.samples:
+            doc["throughput"][p.key] = p.summary()
 
 
 # ------------------------------------------------------------------ tests
-# `report` comes first in every test: it is set up first and torn down last,
-# after every lab is gone, and prints the summary.
+# `report` comes first in every test: set up first, torn down last (after
+# every lab is gone), it prints the summary. Each lab lives for one test.
 
 
 def test_linux_vxlan_vs_twin_and_underlay(report: dict[str, Any], plain_lab2: Bed) -> None:
     b = plain_lab2
-    report["labs"]["plain"] = f"{b.lab.prefix}: 2 hosts, --no-ovs (underlay on eth0)"
-    netplumb = netplumb_linux_overlay(b)
+    report["labs"]["no-ovs"] = f"{b.lab.prefix}: 2 hosts, no OVS, underlay address on eth0"
     mesh(b)
+    netplumb = netplumb_overlay(b, "linux-vxlan", "blx", LINUX_VNI, "--kind", "linux")
     twin = twin_linux_overlay(b)
     paths = [underlay_path(b, "plain"), netplumb, twin]
-    print(f"\nno-OVS lab {b.lab.prefix}: underlay, Linux VXLAN by netplumb, hand-built twin")
+    print(f"\nno-OVS lab {b.lab.prefix}: underlay, Linux VXLAN overlay by netplumb, its twin")
     try:
         measure(paths)
     finally:
@@ -877,15 +846,16 @@ def test_linux_vxlan_vs_twin_and_underlay(report: dict[str, Any], plain_lab2: Be
 
 def test_ovs_overlays_vs_twins_and_underlay(report: dict[str, Any], ovs_lab2: Bed) -> None:
     b = ovs_lab2
-    report["labs"]["ovs"] = f"{b.lab.prefix}: 2 hosts, OVS netdev, underlay on br-phy"
+    report["labs"]["ovs"] = f"{b.lab.prefix}: 2 hosts, OVS netdev datapath, underlay on br-phy"
     mesh(b)
     pairs = []
     for tunnel, short, vni, twin_vni, mtu in OVS_TUNNELS:
-        netplumb = netplumb_ovs_overlay(b, tunnel, short, vni)
-        twin = twin_ovs_overlay(b, tunnel, short, twin_vni, mtu)
-        pairs.append((tunnel, netplumb, twin))
+        netplumb = netplumb_overlay(
+            b, f"ovs-{tunnel}", f"b{short}", vni, "--kind", "ovs", "--tunnel", tunnel
+        )
+        pairs.append((tunnel, netplumb, twin_ovs_overlay(b, tunnel, short, twin_vni, mtu)))
     paths = [underlay_path(b, "ovs")] + [p for _, n, t in pairs for p in (n, t)]
-    print(f"\nOVS lab {b.lab.prefix}: underlay, OVS overlays by netplumb, hand-built twins")
+    print(f"\nOVS lab {b.lab.prefix}: underlay, OVS overlays by netplumb, their twins")
     try:
         measure(paths)
     finally:
@@ -895,64 +865,71 @@ def test_ovs_overlays_vs_twins_and_underlay(report: dict[str, Any], ovs_lab2: Be
     print(throughput_table({p.key: p.summary() for p in paths}))
 
 
-def _summarize_calls(samples_s: list[float]) -> dict[str, Any]:
-    ms = sorted(x * 1000 for x in samples_s)
-    raw = [x * 1000 for x in samples_s]
-    w = min(WINDOW, len(raw) // 2) or 1
+def summarize_calls(samples_s: list[float]) -> dict[str, Any]:
+    ms = [x * 1000 for x in samples_s]
+    xs = sorted(ms)
+    w = min(WINDOW, len(ms) // 2) or 1
 
     def pct(p: float) -> float:
-        pos = (len(ms) - 1) * p / 100
-        lo, hi = int(pos), min(int(pos) + 1, len(ms) - 1)
-        return ms[lo] + (ms[hi] - ms[lo]) * (pos - lo)
+        pos = (len(xs) - 1) * p / 100
+        lo = int(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
     return {
-        "count": len(raw),
+        "count": len(ms),
         "total_s": sum(samples_s),
         "p50_ms": pct(50),
         "p90_ms": pct(90),
-        "max_ms": max(raw),
-        "mean_first_ms": statistics.fmean(raw[:w]),
-        "mean_last_ms": statistics.fmean(raw[-w:]),
-        "samples_ms": [round(x, 2) for x in raw],
+        "max_ms": max(ms),
+        "window": w,
+        "mean_first_ms": statistics.fmean(ms[:w]),
+        "mean_last_ms": statistics.fmean(ms[-w:]),
+        "samples_ms": [round(x, 2) for x in ms],
     }
 
 
-def check_peers(b: Bed, client: Any, present: bool) -> None:
-    """Every benchmark peer has an "up" tunnel on all 3 bridges (OVS ports
-    and VXLAN flood entries really there), or none is left."""
-    lab, h = b.lab, b.lab.hosts[0]
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def check_peers(lab: Lab, client: Any, present: bool) -> None:
+    """Every benchmark peer has an "up" tunnel on each of the 3 bridges, and
+    the tunnel ports and flood entries are really there; or none is left."""
+    h = lab.hosts[0]
     want = {peer_address(k) for k in range(1, PEERS + 1)}
-    peers = {p.address: p for p in client.list_peers()}
-    if not present:
-        assert not want & set(peers), f"peers left: {sorted(want & set(peers))[:5]} ..."
-    else:
-        assert want <= set(peers), f"missing peers: {sorted(want - set(peers))[:5]} ..."
-        bad = [
-            f"{a}: {[(t.bridge, t.state) for t in peers[a].tunnels]}"
-            for a in sorted(want)
-            if sorted(t.bridge for t in peers[a].tunnels) != sorted(n for n, *_ in PEER_BRIDGES)
-            or {t.state for t in peers[a].tunnels} != {"up"}
-        ]
-        assert not bad, f"peers without all tunnels up: {bad[:3]}"
     n = PEERS if present else 0
+    peers = {p.address: p for p in client.list_peers()}
+    assert len(want & set(peers)) == n, f"{len(want & set(peers))} of the peers known, not {n}"
+    bridges = sorted(name for name, *_ in PEER_BRIDGES)
+    bad = [
+        f"{a}: {[(t.bridge, t.state) for t in peers[a].tunnels]}"
+        for a in sorted(want & set(peers))
+        if sorted(t.bridge for t in peers[a].tunnels) != bridges
+        or {t.state for t in peers[a].tunnels} != {"up"}
+    ]
+    assert not bad, f"peers without all 3 tunnels up: {bad[:3]}"
+    remote = {
+        r["name"]: r["options"].get("remote_ip")
+        for r in ovs_rows(lab, h, "Interface", "name,options")
+    }
     for name, kind, _, vni in PEER_BRIDGES:
         if kind == "ovs":
-            remotes = set()
-            for port in lab.vsctl(h, "list-ports", name).stdout.split():
-                opts = _ovs_map(_ovs_get(lab, h.name, "Interface", port, "options"))
-                if opts.get("remote_ip") in want:
-                    remotes.add(opts["remote_ip"])
-            assert len(remotes) == n, f"{name}: {len(remotes)} tunnel ports to the peers, not {n}"
+            ports = lab.vsctl(h, "list-ports", name).stdout.split()
+            got = {remote.get(p) for p in ports} & want
+            assert len(got) == n, f"{name}: tunnel ports to {len(got)} of the peers, not {n}"
         else:
-            out = sh("bridge", "-j", "-n", h.netns, "fdb", "show", "dev", f"npvx{vni}").stdout
-            dsts = {e.get("dst") for e in json.loads(out) if e.get("mac") == ZERO_MAC}
-            assert len(dsts & want) == n, f"npvx{vni}: {len(dsts & want)} flood entries, not {n}"
+            fdb = json.loads(cmd(f"bridge -j -n {h.netns} fdb show dev npvx{vni}").stdout)
+            got = {e.get("dst") for e in fdb if e.get("mac") == ZERO_MAC} & want
+            assert len(got) == n, f"npvx{vni}: flood entries to {len(got)} of the peers, not {n}"
 
 
-def test_peers_add_remove(report: dict[str, Any], ovs_lab1: Bed) -> None:
-    b = ovs_lab1
-    lab, h = b.lab, b.lab.hosts[0]
-    report["labs"]["peers"] = f"{lab.prefix}: 1 host, OVS netdev"
+def test_peers_add_and_remove(report: dict[str, Any], ovs_lab1: Bed) -> None:
+    lab = ovs_lab1.lab
+    h = lab.hosts[0]
+    report["labs"]["peers"] = f"{lab.prefix}: 1 host, OVS netdev datapath"
     for name, kind, tunnel, vni in PEER_BRIDGES:
         np_json(
             lab,
@@ -978,27 +955,22 @@ def test_peers_add_remove(report: dict[str, Any], ovs_lab1: Bed) -> None:
         assert res.returncode == 0, f"netplumb {' '.join(args)} -> {res.returncode}: {res.stderr}"
         return dt
 
+    print(f"\n1-host OVS lab {lab.prefix}: {PEERS} peers, 3 overlay bridges")
     with lab.client(h) as client:
-        client.status()  # connected before anything is timed
-        print(f"\n1-host OVS lab {lab.prefix}: {PEERS} peers on 3 overlay bridges")
+        client.status()  # the channel is connected before anything is timed
+        runs["cli_floor"] = summarize_calls([cli("peer", "ls") for _ in range(CLI_FLOOR)])
+        runs["cli_add"] = summarize_calls([cli("peer", "add", a) for a in addrs])
+        check_peers(lab, client, present=True)
+        runs["cli_del"] = summarize_calls([cli("peer", "del", a) for a in addrs])
+        check_peers(lab, client, present=False)
+        runs["client_add"] = summarize_calls([timed(lambda a=a: client.add_peer(a)) for a in addrs])
+        check_peers(lab, client, present=True)
+        existed = []
 
-        runs["cli_add"] = _summarize_calls([cli("peer", "add", a) for a in addrs])
-        check_peers(b, client, present=True)
-        runs["cli_del"] = _summarize_calls([cli("peer", "del", a) for a in addrs])
-        check_peers(b, client, present=False)
+        def remove(a: str) -> None:
+            existed.append(client.remove_peer(a).existed)
 
-        def timed_client(fn: Any, a: str) -> float:
-            t0 = time.perf_counter()
-            fn(a)
-            return time.perf_counter() - t0
-
-        runs["client_add"] = _summarize_calls([timed_client(client.add_peer, a) for a in addrs])
-        check_peers(b, client, present=True)
-        gone = []
-        for a in addrs:
-            t0 = time.perf_counter()
-            assert client.remove_peer(a).existed, f"remove_peer({a}) removed nothing"
-            gone.append(time.perf_counter() - t0)
-        runs["client_del"] = _summarize_calls(gone)
-        check_peers(b, client, present=False)
+        runs["client_del"] = summarize_calls([timed(lambda a=a: remove(a)) for a in addrs])
+        assert all(existed), "remove_peer did not find a peer it had added"
+        check_peers(lab, client, present=False)
     print(peers_table(runs))

@@ -163,10 +163,12 @@ def test_unimplemented_parts_say_so(agent: Agent, method: str, request_: Any) ->
     assert trailers(e)["netplumb-reason"] == "unimplemented"
 
 
-def test_docker_guests_are_unimplemented(agent: Agent) -> None:
+def test_docker_guests_without_docker_are_unavailable(agent: Agent) -> None:
     create_bridge(agent)
     e = fails(agent.stub.Attach, attach_request(guest="docker:web"))
-    assert e.code() is Code.UNIMPLEMENTED and trailers(e)["netplumb-field"] == "spec.guest"
+    assert e.code() is Code.UNAVAILABLE and trailers(e)["netplumb-field"] == "spec.guest"
+    # a bare name is a named namespace when Docker is not there
+    agent.stub.Attach(attach_request(guest="blue"), timeout=10)
 
 
 # ---------------------------------------------------- unexpected: INTERNAL

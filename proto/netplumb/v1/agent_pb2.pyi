@@ -151,7 +151,7 @@ class EndpointSpec(_message.Message):
     def __init__(self, bridge: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., gateways: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., name: _Optional[str] = ..., dhcp: _Optional[_Union[Dhcp, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("spec", "id", "guest", "ifname", "host_ifname", "mac", "mtu", "addresses", "routes", "state", "netns_path", "bridge", "vlan", "state_detail")
+    __slots__ = ("spec", "id", "guest", "ifname", "host_ifname", "mac", "mtu", "addresses", "routes", "state", "netns_path", "bridge", "vlan", "state_detail", "guest_name")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class Endpoint(_message.Message):
     BRIDGE_FIELD_NUMBER: _ClassVar[int]
     VLAN_FIELD_NUMBER: _ClassVar[int]
     STATE_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    GUEST_NAME_FIELD_NUMBER: _ClassVar[int]
     spec: EndpointSpec
     id: str
     guest: str
@@ -180,7 +181,8 @@ class Endpoint(_message.Message):
     bridge: str
     vlan: int
     state_detail: str
-    def __init__(self, spec: _Optional[_Union[EndpointSpec, _Mapping]] = ..., id: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., state: _Optional[_Union[EndpointState, str]] = ..., netns_path: _Optional[str] = ..., bridge: _Optional[str] = ..., vlan: _Optional[int] = ..., state_detail: _Optional[str] = ...) -> None: ...
+    guest_name: str
+    def __init__(self, spec: _Optional[_Union[EndpointSpec, _Mapping]] = ..., id: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., state: _Optional[_Union[EndpointState, str]] = ..., netns_path: _Optional[str] = ..., bridge: _Optional[str] = ..., vlan: _Optional[int] = ..., state_detail: _Optional[str] = ..., guest_name: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
     __slots__ = ("spec",)
