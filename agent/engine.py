@@ -189,6 +189,8 @@ class Engine:
     # ------------------------------------------------------------ bridges
 
     def create_bridge(self, want: BridgeSpec) -> BridgeView:
+        if want.kind is BridgeKind.AUTO:
+            want = replace(want, kind=self._existing_kind(want.name))
         if want.kind is BridgeKind.LINUX:
             overlay.check_linux_tunnel(want, self.features)
         with self._locks.bridge(want.name).write():
@@ -218,6 +220,25 @@ class Engine:
                     f" ({'; '.join(map(str, ops))})" if ops else "",
                 )
             return self._bridge_view(record)
+
+    def _existing_kind(self, name: str) -> BridgeKind:
+        """The kind of the bridge called ``name``: its record's, else that of
+        an existing Linux or OVS bridge, else Linux (to be created)."""
+        record = self.store.bridges().get(name)
+        if record is not None:
+            return record.spec.kind
+        link = self.netlink.observe_bridge(name, addresses=False)
+        if link.exists and link.is_bridge:
+            return BridgeKind.LINUX
+        if self.ovs is not None and self.ovs.connected and self.ovs.observe_bridge(name):
+            return BridgeKind.OVS
+        if link.exists:
+            raise PreconditionFailed(
+                f"{name} exists and is neither a Linux bridge nor an OVS bridge",
+                field="spec.name",
+                hint="name a bridge, or a new name to create one",
+            )
+        return BridgeKind.LINUX
 
     def _converge_bridge(
         self, want: BridgeSpec, existing: BridgeRecord | None, rollback: bool

@@ -19,11 +19,15 @@ from ..engine import DEGRADED, GUEST_MISSING, BridgeView, Drift, EndpointView, P
 from ..errors import InvalidSpec, Unimplemented
 
 _KIND_IN = {
-    pb.BRIDGE_KIND_UNSPECIFIED: "linux",
+    pb.BRIDGE_KIND_UNSPECIFIED: "auto",
     pb.BRIDGE_KIND_LINUX: "linux",
     pb.BRIDGE_KIND_OVS: "ovs",
 }
-_KIND_OUT = {BridgeKind.LINUX: pb.BRIDGE_KIND_LINUX, BridgeKind.OVS: pb.BRIDGE_KIND_OVS}
+_KIND_OUT = {
+    BridgeKind.LINUX: pb.BRIDGE_KIND_LINUX,
+    BridgeKind.OVS: pb.BRIDGE_KIND_OVS,
+    BridgeKind.AUTO: pb.BRIDGE_KIND_UNSPECIFIED,
+}
 _TUNNEL_IN = {
     pb.TUNNEL_TYPE_UNSPECIFIED: "",
     pb.TUNNEL_TYPE_VXLAN: "vxlan",

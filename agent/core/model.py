@@ -24,6 +24,9 @@ DEFAULT_MTU = 1500
 class BridgeKind(enum.Enum):
     LINUX = "linux"
     OVS = "ovs"
+    # Requests only, never stored: an existing bridge of that name, Linux or
+    # OVS, else a new Linux bridge (what pipework does with its host interface).
+    AUTO = "auto"
 
 
 class GuestKind(enum.Enum):

@@ -285,7 +285,7 @@ def bridge_kind(value: str, field: str) -> BridgeKind:
         return BridgeKind(value or "linux")
     except ValueError:
         raise InvalidSpec(
-            f"{field} {_show(value)} is not a bridge kind; use linux or ovs", field=field
+            f"{field} {_show(value)} is not a bridge kind; use linux, ovs or auto", field=field
         ) from None
 
 

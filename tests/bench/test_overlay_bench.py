@@ -11,8 +11,11 @@ complete, a peer whose tunnels are missing) fail a test.
 
 Throughput: iperf3, one TCP stream of SECONDS from a guest (a named
 namespace) on h1 to a guest on h2, RUNS times per path, median reported.
-The runs are interleaved (run 1 of every path, then run 2 of every path, ...)
-so that a change in background load hits every path alike.
+The runs are interleaved in rounds (one run of every path per round, the
+order reversed every other round) so that a change in background load hits
+every path alike. A netplumb path is judged against its twin (and Linux VXLAN
+against the underlay) by the median of the per-round ratios; the ratio of
+the medians is shown next to it.
 
 - OVS lab (2 hosts, userspace ``netdev`` datapath, underlay on ``br-phy``):
   the underlay (h1 -> h2 underlay addresses), and for each of vxlan, geneve
@@ -71,7 +74,7 @@ from typing import Any
 
 import pytest
 from fixtures.host import NETPLUMB
-from fixtures.lab import Host, Lab, assert_gone, lab_up, require_lab
+from fixtures.lab import Host, Lab, assert_gone, require_lab, unique_prefix
 
 RUNS = int(os.environ.get("NETPLUMB_BENCH_RUNS", "3"))
 SECONDS = float(os.environ.get("NETPLUMB_BENCH_SECONDS", "5"))
@@ -235,12 +238,16 @@ def bed(hosts: int, ovs: bool) -> Iterator[Bed]:
     """A lab with a unique prefix and its guests. Whatever happens the
     guests are deleted, then the lab is torn down, and both checked gone."""
     require_lab(ovs=ovs)
-    with lab_up(hosts, ovs=ovs) as lab:
-        guests = Guests(lab.prefix)
+    lab = Lab(unique_prefix("npbench"), hosts, ovs)  # "npbench": ours in `ip netns list`
+    guests = Guests(lab.prefix)
+    try:
+        lab.up()  # removes what it made if it fails
+        yield Bed(lab, guests)
+    finally:
         try:
-            yield Bed(lab, guests)
-        finally:
             guests.cleanup()
+        finally:
+            lab.down()
     assert_gone(lab)
 
 
@@ -377,13 +384,15 @@ def twin_linux_overlay(b: Bed) -> Datapath:
 
 
 def measure(paths: list[Datapath]) -> None:
-    """RUNS interleaved rounds over ``paths`` (each first checked to carry
-    packets), printing every sample as it comes."""
+    """RUNS rounds over ``paths`` (each first checked to carry packets), one
+    sample of every path per round, in reverse order every other round (so
+    that neither of a pair always runs first while the load drifts); every
+    sample is printed as it comes."""
     for p in paths:
         assert ping_until(p.client_ns, p.address), f"{p.key}: {p.address} unreachable"
     for r in range(1, RUNS + 1):
-        for p in paths:
-            s = iperf(p.client_ns, p.server_ns, p.address)
+        for p in paths if r % 2 else paths[::-1]:
+            s = {"round": r, **iperf(p.client_ns, p.server_ns, p.address)}
             p.samples.append(s)
             print(
                 f"  run {r}/{RUNS}  {p.key:<22} {s['gbps']:7.3f} Gbit/s  "
@@ -599,32 +608,40 @@ def throughput_table(tp: dict[str, Any]) -> str:
                 str(s["mss"]),
             ]
         )
-    head = ["path", "what", "median Gbit/s", "runs (Gbit/s, in order)", "retransmits", "MSS"]
+    head = ["path", "what", "median Gbit/s", "runs by round (Gbit/s)", "retransmits", "MSS"]
     return table(head, rows)
 
 
 def ratios(tp: dict[str, Any]) -> list[dict[str, Any]]:
     """netplumb/twin per backend; Linux VXLAN/underlay (both targets); OVS
-    overlay/underlay (information only)."""
+    overlay/underlay (information only).
 
-    def med(key: str) -> float | None:
-        s = tp.get(key)
-        return s["median_gbps"] if s else None
+    The value judged is the median of the per-round ratios (both paths of a
+    round ran back to back, under the same background load); the ratio of
+    the two medians is recorded next to it. They agree when the load is
+    steady; when it drifts between rounds the paired one is the fair one."""
 
     def ratio(what: str, num: str, den: str, limit: float | None) -> None:
-        a, b = med(num), med(den)
-        if a is not None and b:
-            met = None if limit is None else a / b >= limit
-            out.append(
-                {
-                    "target": what,
-                    "numerator": a,
-                    "denominator": b,
-                    "value": a / b,
-                    "limit": limit,
-                    "met": met,
-                }
-            )
+        a, b = tp.get(num), tp.get(den)
+        if not a or not b or not b["median_gbps"]:
+            return
+        by_round = {s["round"]: s["gbps"] for s in b["samples"]}
+        paired = [
+            s["gbps"] / by_round[s["round"]] for s in a["samples"] if by_round.get(s["round"])
+        ]
+        value = statistics.median(paired) if paired else a["median_gbps"] / b["median_gbps"]
+        out.append(
+            {
+                "target": what,
+                "value": value,
+                "per_round": [round(x, 3) for x in paired],
+                "numerator": a["median_gbps"],
+                "denominator": b["median_gbps"],
+                "ratio_of_medians": a["median_gbps"] / b["median_gbps"],
+                "limit": limit,
+                "met": None if limit is None else value >= limit,
+            }
+        )
 
     out: list[dict[str, Any]] = []
     for backend in ("ovs-vxlan", "ovs-geneve", "ovs-gre", "linux-vxlan"):
@@ -666,7 +683,8 @@ PEER_LABELS = {
 
 
 def peers_table(runs: dict[str, Any]) -> str:
-    w = next(iter(runs.values()))["window"] if runs else WINDOW
+    windows = {s["window"] for s in runs.values()}
+    w = str(windows.pop()) if len(windows) == 1 else "W"  # W: fewer calls than 2 x WINDOW
     head = [
         "run",
         "how",
@@ -790,15 +808,16 @@ def report() -> Iterator[dict[str, Any]]:
     if tp:
         print(
             f"\nthroughput: iperf3, one TCP stream, {SECONDS:g} s, guest on h1 -> guest on h2, "
-            f"{RUNS} runs per path interleaved, median"
+            f"{RUNS} runs per path in interleaved rounds, median"
         )
         print(throughput_table(tp))
-        print("\nratios of medians")
+        print("\nratios: median of the per-round ratios [per round]; ratio of the medians")
         for r in all_ratios:
             mark = {True: "MET    ", False: "MISSED ", None: "       "}[r["met"]]
+            rounds = " ".join(f"{x:.2f}" for x in r["per_round"])
             print(
-                f"  {mark}{r['target']}: {r['numerator']:.3f} / {r['denominator']:.3f} "
-                f"= {r['value']:.2f}"
+                f"  {mark}{r['target']}: {r['value']:.2f} [{rounds}]; "
+                f"{r['numerator']:.3f} / {r['denominator']:.3f} = {r['ratio_of_medians']:.2f}"
             )
     if doc["differences"]:
         print("\nconfiguration differences, netplumb vs hand-built twin (per host):")

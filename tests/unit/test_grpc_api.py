@@ -177,7 +177,7 @@ def test_docker_guests_without_docker_are_unavailable(agent: Agent) -> None:
 def test_unexpected_exception_in_the_engine_is_internal_never_unknown(
     agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(name: str) -> None:
+    def broken(name: str, **kw: object) -> None:
         raise RuntimeError("netlink exploded")
 
     monkeypatch.setattr(agent.driver, "observe_bridge", broken)
