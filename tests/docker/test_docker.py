@@ -98,3 +98,36 @@ def test_rm_f_leaves_nothing_behind(daemon: Daemon, containers: Containers, brid
     assert link(ep["host_ifname"]) is None
     state = json.load(open(f"{daemon.state_dir}/state.json"))
     assert a_id not in json.dumps(state)
+
+
+def test_pipework_on_containers_survives_a_restart(daemon: Daemon, containers: Containers) -> None:
+    """pipework's own use: two containers on a bridge by name; unlike with
+    pipework, a restart keeps the interface."""
+    import io
+
+    from fixtures.host import delete_links, unique
+    from netplumb.cli.pipework import main as pipework
+
+    br = unique("brpd")
+    a, _ = containers.run()
+    b, _ = containers.run()
+    env = {"NETPLUMB_SOCKET": daemon.socket}
+    try:
+        for name, addr in ((a, "198.18.34.1/24"), (b, "198.18.34.2/24")):
+            err = io.StringIO()
+            assert pipework([br, name, addr], env=env, stdout=io.StringIO(), stderr=err) == 0, (
+                err.getvalue()
+            )
+        assert in_container(a, "ping", "-c1", "-W2", "198.18.34.2").returncode == 0
+        run("docker", "restart", "-t", "0", b)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if in_container(a, "ping", "-c1", "-W1", "198.18.34.2").returncode == 0:
+                break
+            time.sleep(0.1)
+        assert in_container(a, "ping", "-c1", "-W1", "198.18.34.2").returncode == 0
+    finally:
+        for name in (a, b):
+            daemon.cli("detach", f"docker:{name}")
+        daemon.cli("bridge", "del", br)
+        delete_links([br])
