@@ -303,9 +303,13 @@ class Engine:
                 )
             else:
                 ops = plan.plan_bridge_delete(record, link, self.store.agent_id)
-                if record.spec.vni:
-                    # A bridge's ports outlive it: the VXLAN device goes first.
-                    ops = (DeleteLink(Where.HOST, overlay.vxlan_name(record.spec.vni)), *ops)
+                vx = overlay.vxlan_name(record.spec.vni) if record.spec.vni else ""
+                seen_vx = self.netlink.observe_vxlan(vx) if vx else None
+                if seen_vx is not None and seen_vx.alias == overlay.vxlan_alias(
+                    self.store.agent_id
+                ):
+                    # A bridge's ports outlive it: our VXLAN device goes first.
+                    ops = (DeleteLink(Where.HOST, vx), *ops)
             self._apply(ops, None, rollback=False, what=f"bridge {name}")
             self.store.delete_bridge(name)
             deleted = any(
@@ -397,12 +401,15 @@ class Engine:
             raise DependencyUnavailable("this netplumbd runs without Docker", field="spec.guest")
         c = self.docker.running_container(guest.value)
         handle = open_netns(f"/proc/{c.pid}/ns/net", "spec.guest")
-        again = self.docker.inspect(guest.value)
-        if again is None or not again.running or again.pid != c.pid:
-            handle.close()
-            raise PreconditionFailed(
-                f"container {c.name} stopped while being attached", field="spec.guest"
-            )
+        try:
+            again = self.docker.inspect(guest.value)
+            if again is None or not again.running or again.pid != c.pid:
+                raise PreconditionFailed(
+                    f"container {c.name} stopped while being attached", field="spec.guest"
+                )
+        except BaseException:
+            handle.close()  # an open handle would keep the dead namespace alive
+            raise
         return handle, c.name
 
     def on_docker_event(self, action: str, container_id: str) -> None:
@@ -420,7 +427,10 @@ class Engine:
         if action == "destroy":
             for r in mine:
                 with self._locks.guest(r.guest.key), self._claim(r.id):
-                    self._detach_one(r)
+                    try:
+                        self._detach_one(r)
+                    except NetplumbError as e:
+                        log.error("removing endpoint %s of removed container failed: %s", r.id, e)
             log.info(
                 "container %s removed: its %d endpoint(s) removed", container_id[:12], len(mine)
             )
@@ -433,11 +443,11 @@ class Engine:
                 current = self.store.endpoints().get(r.id)
                 if current is None:
                     continue
-                if action == "connected" and self.docker is not None:
-                    if self.docker.inspect(current.guest.value) is None:
-                        self._detach_one(current)  # removed while we were not looking
-                        continue
                 try:
+                    if action == "connected" and self.docker is not None:
+                        if self.docker.inspect(current.guest.value) is None:
+                            self._detach_one(current)  # removed while we were not looking
+                            continue
                     self._converge_endpoint(current, repair=True)
                 except NetplumbError as e:
                     log.error(
@@ -723,6 +733,12 @@ class Engine:
                         guest_name=guest_name,
                     )
                 self._check_route_overlap(record)
+                if want.vlan and bridge.spec.kind is BridgeKind.LINUX:
+                    # Access ports mean nothing until the bridge filters VLANs.
+                    seen_br = self.netlink.observe_bridge(want.bridge, addresses=False)
+                    self._apply(
+                        plan.plan_bridge_vlan(seen_br), None, rollback=False, what=want.bridge
+                    )
                 ops = self._plumb(record, handle, fresh=existing is None)
                 if record != existing:
                     self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
@@ -910,9 +926,11 @@ class Engine:
                         drift.append(found)
                 except NetplumbError as e:
                     failed.append(Drift("endpoint", current.id, str(e)))
-        known = {r.id for r in self.store.endpoints().values()}
+        # In-flight first, records second: an attach that finishes in between
+        # is then in one set or the other, never in neither.
         with self._inflight_mu:
             busy = set(self._inflight)
+        known = {r.id for r in self.store.endpoints().values()}
         for name, kind, alias in self.netlink.tagged_host_links():
             parsed = naming.parse_endpoint_alias(alias)
             if parsed is None or kind != "veth":
@@ -924,7 +942,10 @@ class Engine:
                 "orphan", name, f"veth {name} is tagged for endpoint {eid}, which has no record"
             )
             if repair:
-                self._apply([DeleteLink(Where.HOST, name)], None, rollback=False, what=name)
+                with self._claim_if_idle(eid) as idle:
+                    if not idle or eid in self.store.endpoints():
+                        continue  # an attach of it started or finished meanwhile
+                    self._apply([DeleteLink(Where.HOST, name)], None, rollback=False, what=name)
                 log.info("garbage-collected orphan veth %s (endpoint %s)", name, eid)
                 collected.append(d)
             else:
@@ -1186,6 +1207,23 @@ class Engine:
                 f"cannot write the state file: {e.strerror}; the change was rolled back",
                 hint="check the state directory's disk space and permissions",
             ) from e
+
+    @contextmanager
+    def _claim_if_idle(self, eid: str) -> Iterator[bool]:
+        """Claim an endpoint id for garbage collection only if no call is
+        working on it; yields whether the claim was made."""
+        with self._inflight_mu:
+            if eid in self._inflight:
+                idle = False
+            else:
+                self._inflight.add(eid)
+                idle = True
+        try:
+            yield idle
+        finally:
+            if idle:
+                with self._inflight_mu:
+                    self._inflight.discard(eid)
 
     @contextmanager
     def _claim(self, eid: str) -> Iterator[None]:

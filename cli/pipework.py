@@ -337,8 +337,11 @@ def _run(client: object, req: Attach | Sub) -> str:
         _unsupported("moving a host interface into the guest (--direct-phys, mac:)")
     if req.dhcp:
         _unsupported(f"DHCP ({req.dhcp})")
-    kind = _host_kind(req.hostif)
-    c.create_bridge(req.hostif, kind)  # type: ignore[attr-defined]
+    known = {b.spec.name for b in c.list_bridges()}  # type: ignore[attr-defined]
+    if req.hostif not in known:
+        # A bridge netplumb already knows is used as it is (it may carry
+        # addresses, an MTU or a VNI that an empty request would contradict).
+        c.create_bridge(req.hostif, _host_kind(req.hostif))  # type: ignore[attr-defined]
     c.attach(  # type: ignore[attr-defined]
         req.hostif,
         req.guest,

@@ -97,6 +97,9 @@ class WireChannel:
                 Code.UNAVAILABLE, f"cannot connect to {self.path}: {e.strerror}"
             ) from None
         self._sock = sock
+        self._buf = b""
+        self._send_window = self._stream_window = DEFAULT_WINDOW
+        self._max_frame = DEFAULT_MAX_FRAME
         self._encoder, self._decoder = Encoder(), Decoder()
         self._decoder.max_allowed_table_size = 65536
         settings = struct.pack(
@@ -150,11 +153,14 @@ class WireChannel:
         request; returns the serialised response or raises WireError."""
         try:
             return self._unary(method, request)
-        except (WireError, BrokenPipeError, ConnectionResetError) as e:
+        except (BrokenPipeError, ConnectionResetError) as e:
             self._drop()
-            if isinstance(e, WireError):
-                raise
             raise WireError(Code.UNAVAILABLE, f"connection to the daemon failed: {e}") from None
+        except BaseException:
+            # A call that did not end cleanly leaves frames (and HPACK state)
+            # behind: the connection cannot be trusted for the next one.
+            self._drop()
+            raise
 
     def _drop(self) -> None:
         if self._sock is not None:

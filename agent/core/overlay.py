@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ..errors import Conflict, KernelFeatureMissing
+from ..errors import Conflict, KernelFeatureMissing, Unimplemented
 from . import naming
 from .model import (
     BridgeRecord,
@@ -87,6 +87,12 @@ def check_linux_tunnel(spec: BridgeSpec, features: HostFeatures) -> None:
             field="spec.tunnel",
             hint="use --tunnel vxlan, or an OVS bridge (--kind ovs), which implements "
             "geneve and gre itself",
+        )
+    if spec.tunnel != "vxlan":
+        raise Unimplemented(
+            f"Linux overlays over {spec.tunnel} are not implemented in this version",
+            field="spec.tunnel",
+            hint="use --tunnel vxlan, or an OVS bridge (--kind ovs)",
         )
 
 

@@ -140,15 +140,15 @@ class DockerDriver:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            was_down = not self.up
+            # Every new stream: events may have been missed while there was
+            # none (request threads also update self.up, so it cannot tell).
             self.up, self.detail = True, f"connected to {self.url}"
             delay = 0.2
-            if was_down:
-                log.info("following Docker events at %s", self.url)
-                try:
-                    callback("connected", "")
-                except Exception:
-                    log.exception("Docker reconnect handler failed")
+            log.info("following Docker events at %s", self.url)
+            try:
+                callback("connected", "")
+            except Exception:
+                log.exception("Docker reconnect handler failed")
             try:
                 for ev in stream:
                     if self._stop.is_set():

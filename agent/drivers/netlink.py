@@ -598,12 +598,13 @@ class NetlinkDriver:
                     if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
                         raise
         elif isinstance(op, CreateVxlan):
+            local_key = "vxlan_local6" if ":" in op.local else "vxlan_local"
             s.host.link(
                 "add",
                 ifname=op.name,
                 kind="vxlan",
                 vxlan_id=op.vni,
-                vxlan_local=op.local,
+                **{local_key: op.local},
                 vxlan_port=op.port,
                 vxlan_learning=0,
                 master=s.index(Where.HOST, op.bridge),

@@ -54,6 +54,7 @@ class OvsDriver:
         self._stop = threading.Event()
         self._last_error = "not connected yet"
         self._ever_connected = False
+        self._probed_datapath: str | None = None
         self._thread = threading.Thread(target=self._keep_connected, name="ovsdb", daemon=True)
         self._thread.start()
         self.on_connect: list[Any] = []  # callbacks run after each (re)connection
@@ -72,7 +73,9 @@ class OvsDriver:
     def datapath_type(self) -> str:
         if self._wanted_datapath in ("system", "netdev"):
             return self._wanted_datapath
-        return "system" if kernel_datapath_available() else "netdev"
+        if self._probed_datapath is None:
+            self._probed_datapath = "system" if kernel_datapath_available() else "netdev"
+        return self._probed_datapath
 
     def close(self) -> None:
         self._stop.set()
@@ -228,16 +231,48 @@ class OvsDriver:
         )
 
     def owned_ports(self, agent_id: str) -> list[ObservedOvsPort]:
-        """Every port tagged with this agent's id."""
+        """Every port tagged with this agent's id: three table reads joined
+        in memory (one lookup per port made peer add O(peers) lookups, and
+        so a full mesh O(peers^2))."""
         api = self._need()
-        rows = self._run(
-            api.db_find("Port", ("external_ids", "=", {OWNER: agent_id}), columns=["name"])
+        ports = self._run(
+            api.db_list("Port", columns=["_uuid", "name", "tag", "external_ids", "protected"])
         )
+        mine = [p for p in ports if p["external_ids"].get(OWNER) == agent_id]
+        if not mine:
+            return []
+        ifaces = {
+            i["name"]: i
+            for i in self._run(
+                api.db_list(
+                    "Interface",
+                    columns=["name", "type", "options", "ofport", "error", "link_state"],
+                )
+            )
+        }
+        owner_of = {
+            uuid: b["name"]
+            for b in self._run(api.db_list("Bridge", columns=["name", "ports"]))
+            for uuid in b["ports"]
+        }
         out = []
-        for row in rows:
-            p = self.observe_port(row["name"])
-            if p is not None:
-                out.append(p)
+        for port in mine:
+            iface = ifaces.get(port["name"], {})
+            out.append(
+                ObservedOvsPort(
+                    name=port["name"],
+                    bridge=owner_of.get(port["_uuid"], ""),
+                    type=iface.get("type", "") or "",
+                    options=dict(iface.get("options", {})),
+                    tag=_tag(port["tag"]),
+                    owner=agent_id,
+                    external_ids=dict(port["external_ids"]),
+                    ofport=_first_int(iface.get("ofport")),
+                    error=_first_str(iface.get("error")),
+                    link_state=_first_str(iface.get("link_state")),
+                    protected=bool(port.get("protected", False)),
+                )
+            )
         return out
 
     def interface_type(self, name: str) -> str | None:
@@ -316,6 +351,12 @@ def _session_up(api: Any) -> bool:
         return bool(api.idl._session.is_connected())
     except AttributeError:
         return False
+
+
+def _tag(v: Any) -> int:
+    if isinstance(v, list):
+        return int(v[0]) if v else 0
+    return int(v) if isinstance(v, int) else 0
 
 
 def _first_int(v: Any) -> int:

@@ -112,3 +112,22 @@ def test_pipework_command_is_installed() -> None:
         [pw, "br0", "c1", "198.18.0.5"], capture_output=True, text=True, timeout=30
     )
     assert res.returncode == 2 and "Maybe you meant 198.18.0.5/24?" in res.stderr
+
+
+def test_pipework_onto_a_bridge_netplumb_made_with_options(
+    daemon: Daemon, netns: Namespaces
+) -> None:
+    br = unique("npbo")
+    a = netns.new()
+    try:
+        assert (
+            daemon.cli("bridge", "add", br, "--address", "198.18.52.1/24", "--mtu", "1400")[0] == 0
+        )
+        rc, err = pipework(daemon, br, a, "198.18.52.5/24")
+        assert rc == 0, err
+        assert link("eth1", a)["mtu"] == 1400  # type: ignore[index]
+        assert ping(a, "198.18.52.1")
+    finally:
+        daemon.cli("detach", f"netns:{a}")
+        daemon.cli("bridge", "del", br)
+        delete_links([br])
