@@ -13,9 +13,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from .core import naming, overlay, plan, spec
 from .core.model import (
@@ -50,6 +51,8 @@ from .errors import (
 from .store import Store
 
 log = logging.getLogger("netplumb.engine")
+
+T = TypeVar("T")
 
 READY, GUEST_MISSING, DEGRADED = "ready", "guest-missing", "degraded"
 
@@ -177,6 +180,7 @@ class Engine:
         self.docker = docker
         self.underlay_address = underlay_address
         self._peer_lock = threading.Lock()
+        self._memo = threading.local()
         self._locks = _Locks()
         self._inflight: set[str] = set()
         self._inflight_mu = threading.Lock()
@@ -472,9 +476,33 @@ class Engine:
 
     # ------------------------------------------------------------ overlays
 
+    @contextmanager
+    def _memoized(self) -> Iterator[None]:
+        """Within one peer or overlay operation, look the underlay and our
+        OVS ports up once, not once per bridge."""
+        outer = getattr(self._memo, "cache", None)
+        if outer is None:
+            self._memo.cache = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._memo.cache = None
+
+    def _cached(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
+        cache = getattr(self._memo, "cache", None)
+        if cache is None:
+            return compute()
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]  # type: ignore[no-any-return]
+
     def _underlay(self, towards: str = "") -> tuple[str, str, int]:
         """(local address, interface, MTU) of the underlay."""
-        found = self.netlink.underlay(self.underlay_address, towards)
+        found = self._cached(
+            ("underlay", self.underlay_address or towards),
+            lambda: self.netlink.underlay(self.underlay_address, towards),
+        )
         if found is None:
             if self.underlay_address:
                 raise PreconditionFailed(
@@ -501,9 +529,10 @@ class Engine:
         if want.kind is BridgeKind.OVS:
             ovs = self._need_ovs()
             local = self.underlay_address
+            owned = self._cached(("owned_ports",), lambda: ovs.owned_ports(self.store.agent_id))
             ours = [
                 p
-                for p in ovs.owned_ports(self.store.agent_id)
+                for p in owned
                 if p.external_ids.get(overlay.BRIDGE_ID) == want.name
                 and overlay.PEER_ID in p.external_ids
             ]
@@ -546,7 +575,7 @@ class Engine:
 
     def add_peer(self, address: IPAddress, name: str) -> PeerView:
         key = str(address)
-        with self._peer_lock:
+        with self._peer_lock, self._memoized():
             existing = self.store.peers().get(key)
             record = PeerRecord(address=address, name=name or (existing.name if existing else ""))
             if existing is not None and name and existing.name and existing.name != name:
@@ -570,10 +599,11 @@ class Engine:
                     self.store.put_peer(existing)
                 raise
             log.info("peer %s added%s", key, f" ({record.name})" if record.name else "")
-            return self._peer_view(record)
+            # The converge just made every Linux overlay flood to the peer.
+            return self._peer_view(record, linux_up=True)
 
     def remove_peer(self, peer: str) -> bool:
-        with self._peer_lock:
+        with self._peer_lock, self._memoized():
             found = [
                 p for k, p in self.store.peers().items() if k == peer or (p.name and p.name == peer)
             ]
@@ -588,7 +618,7 @@ class Engine:
     def list_peers(self) -> list[PeerView]:
         return [self._peer_view(p) for _, p in sorted(self.store.peers().items())]
 
-    def _peer_view(self, peer: PeerRecord) -> PeerView:
+    def _peer_view(self, peer: PeerRecord, linux_up: bool = False) -> PeerView:
         tunnels: list[TunnelView] = []
         remote = str(peer.address)
         for b in sorted(self.store.bridges().values(), key=lambda b: b.spec.name):
@@ -607,7 +637,10 @@ class Engine:
                         state = "up" if row.ofport >= 0 else "down"
             else:
                 port = overlay.vxlan_name(b.spec.vni)
-                seen = self.netlink.observe_vxlan(port)
+                seen = None if linux_up else self.netlink.observe_vxlan(port)
+                if linux_up:
+                    tunnels.append(TunnelView(b.spec.name, b.spec.vni, b.spec.tunnel, port, "up"))
+                    continue
                 state = "up" if seen is not None and remote in seen.flood_to else "missing"
             tunnels.append(TunnelView(b.spec.name, b.spec.vni, b.spec.tunnel, port, state))
         return PeerView(peer, tuple(tunnels))
@@ -622,6 +655,11 @@ class Engine:
                 ops = self._plan_overlay(b.spec)
                 self._apply(ops, None, rollback=rollback, what=f"overlay {name}")
                 applied.extend(ops)
+        # Each bridge's ops touch only its own tunnels, so one snapshot of our
+        # ports served the whole pass; the next pass must read them again.
+        cache = getattr(self._memo, "cache", None)
+        if cache is not None:
+            cache.pop(("owned_ports",), None)
         return applied
 
     def _need_ovs(self) -> OvsDriver:

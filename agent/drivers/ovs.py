@@ -195,85 +195,78 @@ class OvsDriver:
         return sorted(self._run(api.list_br()))
 
     def observe_port(self, name: str) -> ObservedOvsPort | None:
+        """One port by name, from the IDL's in-memory replica."""
         api = self._need()
-        ports = self._run(
-            api.db_find(
-                "Port", ("name", "=", name), columns=["name", "tag", "external_ids", "protected"]
+        try:
+            tables = api.tables
+            port = next((p for p in tables["Port"].rows.values() if p.name == name), None)
+            if port is None:
+                return None
+            bridge = next(
+                (
+                    b.name
+                    for b in tables["Bridge"].rows.values()
+                    if any(p.uuid == port.uuid for p in b.ports)
+                ),
+                "",
             )
-        )
-        if not ports:
-            return None
-        port = ports[0]
-        bridge = self._run(api.port_to_br(name))
-        ifaces = self._run(
-            api.db_find(
-                "Interface",
-                ("name", "=", name),
-                columns=["type", "options", "ofport", "error", "link_state"],
+            iface = next(iter(port.interfaces), None)
+            ids = dict(port.external_ids)
+            return ObservedOvsPort(
+                name=name,
+                bridge=bridge,
+                type=(iface.type if iface is not None else "") or "",
+                options=dict(iface.options) if iface is not None else {},
+                tag=_tag(port.tag),
+                owner=ids.get(OWNER, ""),
+                external_ids=ids,
+                ofport=_first_int(iface.ofport) if iface is not None else -1,
+                error=_first_str(iface.error) if iface is not None else "",
+                link_state=_first_str(iface.link_state) if iface is not None else "",
+                protected=bool(port.protected),
             )
-        )
-        iface = ifaces[0] if ifaces else {}
-        tag = port["tag"]
-        return ObservedOvsPort(
-            name=name,
-            bridge=bridge or "",
-            type=iface.get("type", "") or "",
-            options=dict(iface.get("options", {})),
-            tag=int(tag[0])
-            if isinstance(tag, list) and tag
-            else (int(tag) if isinstance(tag, int) else 0),
-            owner=port["external_ids"].get(OWNER, ""),
-            external_ids=dict(port["external_ids"]),
-            ofport=_first_int(iface.get("ofport")),
-            error=_first_str(iface.get("error")),
-            link_state=_first_str(iface.get("link_state")),
-            protected=bool(port.get("protected", False)),
-        )
+        except DependencyUnavailable:
+            raise
+        except Exception as e:
+            raise InternalError(f"reading OVS port {name} failed: {e}") from e
 
     def owned_ports(self, agent_id: str) -> list[ObservedOvsPort]:
-        """Every port tagged with this agent's id: three table reads joined
-        in memory (one lookup per port made peer add O(peers) lookups, and
-        so a full mesh O(peers^2))."""
+        """Every port tagged with this agent's id, read straight from the
+        IDL's in-memory replica (as ovsdbapp's own read commands do): one
+        pass over the rows, where per-port lookups made a full mesh of peers
+        quadratic."""
         api = self._need()
-        ports = self._run(
-            api.db_list("Port", columns=["_uuid", "name", "tag", "external_ids", "protected"])
-        )
-        mine = [p for p in ports if p["external_ids"].get(OWNER) == agent_id]
-        if not mine:
-            return []
-        ifaces = {
-            i["name"]: i
-            for i in self._run(
-                api.db_list(
-                    "Interface",
-                    columns=["name", "type", "options", "ofport", "error", "link_state"],
+        try:
+            tables = api.tables
+            bridge_of = {
+                port.uuid: br.name for br in tables["Bridge"].rows.values() for port in br.ports
+            }
+            out = []
+            for port in list(tables["Port"].rows.values()):
+                ids = dict(port.external_ids)
+                if ids.get(OWNER) != agent_id:
+                    continue
+                iface = next(iter(port.interfaces), None)
+                out.append(
+                    ObservedOvsPort(
+                        name=port.name,
+                        bridge=bridge_of.get(port.uuid, ""),
+                        type=(iface.type if iface is not None else "") or "",
+                        options=dict(iface.options) if iface is not None else {},
+                        tag=_tag(port.tag),
+                        owner=agent_id,
+                        external_ids=ids,
+                        ofport=_first_int(iface.ofport) if iface is not None else -1,
+                        error=_first_str(iface.error) if iface is not None else "",
+                        link_state=_first_str(iface.link_state) if iface is not None else "",
+                        protected=bool(port.protected),
+                    )
                 )
-            )
-        }
-        owner_of = {
-            uuid: b["name"]
-            for b in self._run(api.db_list("Bridge", columns=["name", "ports"]))
-            for uuid in b["ports"]
-        }
-        out = []
-        for port in mine:
-            iface = ifaces.get(port["name"], {})
-            out.append(
-                ObservedOvsPort(
-                    name=port["name"],
-                    bridge=owner_of.get(port["_uuid"], ""),
-                    type=iface.get("type", "") or "",
-                    options=dict(iface.get("options", {})),
-                    tag=_tag(port["tag"]),
-                    owner=agent_id,
-                    external_ids=dict(port["external_ids"]),
-                    ofport=_first_int(iface.get("ofport")),
-                    error=_first_str(iface.get("error")),
-                    link_state=_first_str(iface.get("link_state")),
-                    protected=bool(port.get("protected", False)),
-                )
-            )
-        return out
+            return out
+        except DependencyUnavailable:
+            raise
+        except Exception as e:
+            raise InternalError(f"reading OVS ports failed: {e}") from e
 
     def interface_type(self, name: str) -> str | None:
         """The OVS Interface type of ``name`` ("internal" for a bridge's own
