@@ -101,6 +101,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         log.warning("not running as root: netlink changes will fail (EPERM)")
 
+    # From here on SIGTERM and SIGINT stop the daemon cleanly: one that comes
+    # while it starts is acted on as soon as it serves.
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info(
+            "received %s, stopping (the data plane stays as it is)", signal.Signals(signum).name
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
     # Imported late so that --help and config errors stay fast.
     from .api.server import Server
     from .drivers.netlink import NetlinkDriver
@@ -159,18 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .sdnotify import notify, start_watchdog
 
-    stop = threading.Event()
     notify(f"READY=1\nSTATUS=serving on {cfg.socket}\nMAINPID={os.getpid()}")
     start_watchdog(stop)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info(
-            "received %s, stopping (the data plane stays as it is)", signal.Signals(signum).name
-        )
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
     notify("STOPPING=1")

@@ -138,7 +138,7 @@ class DockerDriver:
             except Exception as e:
                 self._unavailable(e)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)
                 continue
             # Every new stream: events may have been missed while there was
             # none (request threads also update self.up, so it cannot tell).

@@ -110,7 +110,7 @@ class OvsDriver:
             except Exception as e:
                 self._last_error = f"cannot reach OVSDB at {self.endpoint}: {e}"
                 self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)
 
     def _connect(self) -> None:
         from ovsdbapp.backend.ovs_idl import connection
