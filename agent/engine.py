@@ -574,33 +574,49 @@ class Engine:
     # --------------------------------------------------------------- peers
 
     def add_peer(self, address: IPAddress, name: str) -> PeerView:
-        key = str(address)
+        return self.add_peers([(address, name)])[0]
+
+    def add_peers(self, wanted: list[tuple[IPAddress, str]]) -> list[PeerView]:
+        """Add peers and re-plan every overlay once. All or nothing: if the
+        tunnels cannot be built, the peers added here are taken out again."""
         with self._peer_lock, self._memoized():
-            existing = self.store.peers().get(key)
-            record = PeerRecord(address=address, name=name or (existing.name if existing else ""))
-            if existing is not None and name and existing.name and existing.name != name:
-                raise Conflict(f"peer {key} exists with the name {existing.name}", field="name")
-            try:
-                local = self._underlay(key)[0]
-            except PreconditionFailed:
-                local = ""
-            if local and local == key:
-                raise InvalidSpec(f"{key} is this host's own underlay address", field="address")
-            self._check_userspace_routing(key)
-            if existing != record:
-                self.store.put_peer(record)
+            peers = self.store.peers()
+            before: dict[str, PeerRecord | None] = {}
+            records: list[PeerRecord] = []
+            for address, name in wanted:
+                key = str(address)
+                existing = peers.get(key)
+                if existing is not None and name and existing.name and existing.name != name:
+                    raise Conflict(f"peer {key} exists with the name {existing.name}", field="name")
+                try:
+                    local = self._underlay(key)[0]
+                except PreconditionFailed:
+                    local = ""
+                if local and local == key:
+                    raise InvalidSpec(f"{key} is this host's own underlay address", field="address")
+                self._check_userspace_routing(key)
+                before.setdefault(key, existing)
+                records.append(
+                    PeerRecord(address=address, name=name or (existing.name if existing else ""))
+                )
+            changed = [r for r in records if before[str(r.address)] != r]
+            for r in changed:
+                self.store.put_peer(r)
             try:
                 self._converge_overlays(rollback=False)
             except NetplumbError:
-                if existing is None:
-                    self.store.delete_peer(key)
-                    self._converge_overlays(rollback=False)
-                else:
-                    self.store.put_peer(existing)
+                for r in changed:
+                    old = before[str(r.address)]
+                    if old is None:
+                        self.store.delete_peer(str(r.address))
+                    else:
+                        self.store.put_peer(old)
+                self._converge_overlays(rollback=False)
                 raise
-            log.info("peer %s added%s", key, f" ({record.name})" if record.name else "")
-            # The converge just made every Linux overlay flood to the peer.
-            return self._peer_view(record, linux_up=True)
+            for r in changed:
+                log.info("peer %s added%s", r.address, f" ({r.name})" if r.name else "")
+            # The converge just made every Linux overlay flood to these peers.
+            return [self._peer_view(r, linux_up=True) for r in records]
 
     def remove_peer(self, peer: str) -> bool:
         with self._peer_lock, self._memoized():

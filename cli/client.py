@@ -209,6 +209,11 @@ class Client:
     def add_peer(self, address: str, name: str = "") -> pb.Peer:
         return self._call("AddPeer", pb.AddPeerRequest(address=address, name=name))
 
+    def add_peers(self, peers: Iterable[tuple[str, str]]) -> list[pb.Peer]:
+        """Add many (address, name) peers in one call (one re-plan)."""
+        req = pb.AddPeersRequest(peers=[pb.AddPeerRequest(address=a, name=n) for a, n in peers])
+        return list(self._call("AddPeers", req).peers)
+
     def remove_peer(self, peer: str) -> pb.RemovePeerResponse:
         return self._call("RemovePeer", pb.RemovePeerRequest(peer=peer))
 

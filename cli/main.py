@@ -220,7 +220,12 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
         "add a peer host: every overlay bridge gets a tunnel to it",
         epilog="example: netplumb peer add 198.18.0.12 --name h2",
     )
-    padd.add_argument("address", metavar="ADDRESS", help="the peer's underlay address")
+    padd.add_argument(
+        "address",
+        metavar="ADDRESS",
+        nargs="+",
+        help="the peer's underlay address (several: one call)",
+    )
     padd.add_argument("--name", default="", metavar="NAME", help="a name for the peer")
     pdel = cmd(psub, "del", "remove a peer and its tunnels")
     pdel.add_argument("peer", metavar="ADDRESS|NAME")
@@ -290,7 +295,11 @@ def _dispatch(c: Any, a: argparse.Namespace) -> tuple[Any, str]:
         return c.delete_route(a.guest, a.destination, a.ifname), "endpoint"
     if a.command == "peer":
         if a.peer_command == "add":
-            return c.add_peer(a.address, a.name), "peer"
+            if len(a.address) == 1:
+                return c.add_peer(a.address[0], a.name), "peer"
+            if a.name:
+                raise UsageError("netplumb: --name goes with a single address")
+            return c.add_peers([(addr, "") for addr in a.address]), "peers"
         if a.peer_command == "del":
             return c.remove_peer(a.peer), "peer-del"
         return c.list_peers(), "peers"

@@ -152,6 +152,24 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
 
         return guarded("AddPeer", call, context)
 
+    def AddPeers(
+        self, request: pb.AddPeersRequest, context: grpc.ServicerContext
+    ) -> pb.ListPeersResponse:
+        def call() -> pb.ListPeersResponse:
+            if len(request.peers) > 4096:
+                raise InvalidSpec("peers has more than 4096 entries", field="peers")
+            wanted = [
+                (
+                    convert.peer_address_in(p.address, f"peers[{i}].address"),
+                    convert.peer_name_in(p.name, f"peers[{i}].name"),
+                )
+                for i, p in enumerate(request.peers)
+            ]
+            views = self.engine.add_peers(wanted)
+            return pb.ListPeersResponse(peers=[convert.peer_out(v) for v in views])
+
+        return guarded("AddPeers", call, context)
+
     def RemovePeer(
         self, request: pb.RemovePeerRequest, context: grpc.ServicerContext
     ) -> pb.RemovePeerResponse:

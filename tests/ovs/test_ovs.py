@@ -159,3 +159,24 @@ def test_peer_add_needs_the_underlay_on_an_ovs_bridge_with_the_userspace_datapat
         agent.terminate()
         agent.wait(10)
         lab1.exec("h1", ["ip", "link", "del", "under0"], check=False)
+
+
+def test_many_peers_in_one_call_all_or_nothing(lab1: Lab) -> None:
+    rc, _, err = np(lab1, "bridge", "add", "obr5", "--kind", "ovs", "--vni", "305")
+    assert rc == 0, err
+    try:
+        rc, out, err = np(lab1, "peer", "add", "198.18.0.51", "198.18.0.52")
+        assert rc == 0, err
+        assert [p["address"] for p in out["peers"]] == ["198.18.0.51", "198.18.0.52"]  # type: ignore[index]
+        ports = lab1.vsctl("h1", "list-ports", "obr5").stdout.split()
+        assert len([p for p in ports if p.startswith("nt")]) == 2
+        own = lab1.hosts[0].underlay_address
+        rc, _, err = np(lab1, "peer", "add", "198.18.0.53", own)
+        assert rc == 4 and "own underlay address" in err
+        _, listed, _ = np(lab1, "peer", "ls")
+        assert [p["address"] for p in listed["peers"]] == ["198.18.0.51", "198.18.0.52"]  # type: ignore[index]
+    finally:
+        for peer in ("198.18.0.51", "198.18.0.52", "198.18.0.53"):
+            np(lab1, "peer", "del", peer)
+        np(lab1, "bridge", "del", "obr5")
+    assert not [p for p in lab1.vsctl("h1", "list-br").stdout.split() if p == "obr5"]

@@ -316,6 +316,12 @@ class Tunnel(_message.Message):
     state: str
     def __init__(self, bridge: _Optional[str] = ..., vni: _Optional[int] = ..., type: _Optional[_Union[TunnelType, str]] = ..., port: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
+class AddPeersRequest(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[AddPeerRequest]
+    def __init__(self, peers: _Optional[_Iterable[_Union[AddPeerRequest, _Mapping]]] = ...) -> None: ...
+
 class RemovePeerRequest(_message.Message):
     __slots__ = ("peer",)
     PEER_FIELD_NUMBER: _ClassVar[int]

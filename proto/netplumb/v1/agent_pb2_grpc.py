@@ -95,6 +95,11 @@ class AgentStub:
                 request_serializer=netplumb_dot_v1_dot_agent__pb2.AddPeerRequest.SerializeToString,
                 response_deserializer=netplumb_dot_v1_dot_agent__pb2.Peer.FromString,
                 _registered_method=True)
+        self.AddPeers = channel.unary_unary(
+                '/netplumb.v1.Agent/AddPeers',
+                request_serializer=netplumb_dot_v1_dot_agent__pb2.AddPeersRequest.SerializeToString,
+                response_deserializer=netplumb_dot_v1_dot_agent__pb2.ListPeersResponse.FromString,
+                _registered_method=True)
         self.RemovePeer = channel.unary_unary(
                 '/netplumb.v1.Agent/RemovePeer',
                 request_serializer=netplumb_dot_v1_dot_agent__pb2.RemovePeerRequest.SerializeToString,
@@ -224,6 +229,14 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddPeers(self, request, context):
+        """Adds many peers in one call: every overlay is re-planned once, not once
+        per peer. All or nothing: on failure none of them is added.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RemovePeer(self, request, context):
         """Removes a peer and its tunnels. Removing an unknown peer succeeds.
         """
@@ -327,6 +340,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.AddPeer,
                     request_deserializer=netplumb_dot_v1_dot_agent__pb2.AddPeerRequest.FromString,
                     response_serializer=netplumb_dot_v1_dot_agent__pb2.Peer.SerializeToString,
+            ),
+            'AddPeers': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPeers,
+                    request_deserializer=netplumb_dot_v1_dot_agent__pb2.AddPeersRequest.FromString,
+                    response_serializer=netplumb_dot_v1_dot_agent__pb2.ListPeersResponse.SerializeToString,
             ),
             'RemovePeer': grpc.unary_unary_rpc_method_handler(
                     servicer.RemovePeer,
@@ -684,6 +702,33 @@ class Agent:
             '/netplumb.v1.Agent/AddPeer',
             netplumb_dot_v1_dot_agent__pb2.AddPeerRequest.SerializeToString,
             netplumb_dot_v1_dot_agent__pb2.Peer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPeers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netplumb.v1.Agent/AddPeers',
+            netplumb_dot_v1_dot_agent__pb2.AddPeersRequest.SerializeToString,
+            netplumb_dot_v1_dot_agent__pb2.ListPeersResponse.FromString,
             options,
             channel_credentials,
             insecure,
