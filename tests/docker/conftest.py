@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from fixtures.docker import Containers
-from fixtures.host import Daemon, Namespaces, delete_links, running_daemon, unique
+from fixtures.host import Daemon, Namespaces, remove_bridge, running_daemon, unique
 
 IMAGE = "netplumb-test:busybox"
 SOCKET = "/var/run/docker.sock"
@@ -91,16 +91,7 @@ def daemon() -> Iterator[Daemon]:
 def bridge(daemon: Daemon) -> Iterator[str]:
     name = unique("npdb")
     yield name
-    c = daemon.client()
-    try:
-        for ep in c.list_endpoints(bridge=name):
-            c.detach(ep.guest, ep.ifname)
-        c.delete_bridge(name)
-    except Exception:
-        pass
-    finally:
-        c.close()
-    delete_links([name])
+    remove_bridge(daemon, name)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fixtures.host import Daemon, Namespaces, delete_links, running_daemon, unique
+from fixtures.host import Daemon, Namespaces, remove_bridge, running_daemon, unique
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,4 @@ def bridge(daemon: Daemon) -> Iterator[str]:
     after the test, also when it fails."""
     name = unique("nptb")
     yield name
-    c = daemon.client()
-    try:
-        for ep in c.list_endpoints(bridge=name):
-            c.detach(ep.guest, ep.ifname)
-        c.delete_bridge(name)
-    except Exception:
-        pass
-    finally:
-        c.close()
-    delete_links([name])
+    remove_bridge(daemon, name)
