@@ -10,7 +10,6 @@ the two leaves only a tagged orphan that the next reconcile collects.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -245,11 +244,19 @@ class Engine:
         return BridgeKind.LINUX
 
     def _converge_bridge(
-        self, want: BridgeSpec, existing: BridgeRecord | None, rollback: bool
+        self, want: BridgeSpec, existing: BridgeRecord | None, rollback: bool, apply: bool = True
     ) -> tuple[BridgeRecord, tuple[Op, ...]]:
         """Make one bridge (and, for an overlay, its tunnels) match; returns
-        the record and the ops applied."""
+        the record and the ops applied. With ``apply`` False nothing is
+        changed and the ops are what a repair would do (for a missing OVS
+        bridge, only its creation: the rest depends on it)."""
         done: list[Op] = []
+
+        def step(ops: tuple[Op, ...]) -> None:
+            if apply:
+                self._apply(ops, None, rollback=rollback, what=f"bridge {want.name}")
+            done.extend(ops)
+
         try:
             if want.kind is BridgeKind.OVS:
                 ovs = self._need_ovs()
@@ -258,9 +265,10 @@ class Engine:
                 ops, owned = overlay.plan_ovs_bridge(
                     want, seen_ovs, existing, self.store.agent_id, ovs.datapath_type(), mtu
                 )
-                self._apply(ops, None, rollback=rollback, what=f"bridge {want.name}")
-                done.extend(ops)
-                if not wait_for_link(self.netlink.link_exists, want.name):
+                step(ops)
+                if not apply and seen_ovs is None:
+                    return BridgeRecord(spec=want, owned=owned), tuple(done)
+                if apply and not wait_for_link(self.netlink.link_exists, want.name):
                     raise DependencyUnavailable(
                         f"Open vSwitch did not create the interface of bridge {want.name}",
                         hint="check ovs-vswitchd is running (its log says why)",
@@ -275,14 +283,11 @@ class Engine:
             foreign = () if owned else tuple(a for a in link.addresses if a in want.addresses)
             if existing is not None:
                 foreign = existing.foreign_addresses
-            self._apply(link_ops, None, rollback=rollback, what=f"bridge {want.name}")
-            done.extend(link_ops)
+            step(link_ops)
             if want.vni:
-                tunnel_ops = self._plan_overlay(want)
-                self._apply(tunnel_ops, None, rollback=rollback, what=f"bridge {want.name}")
-                done.extend(tunnel_ops)
+                step(self._plan_overlay(want))
         except NetplumbError:
-            if rollback and done:
+            if apply and rollback and done:
                 self._undo(done, None, f"bridge {want.name}")
             raise
         return BridgeRecord(spec=want, owned=owned, foreign_addresses=foreign), tuple(done)
@@ -337,19 +342,21 @@ class Engine:
             present=seen.exists,
             mtu=seen.mtu,
             endpoint_count=count,
-            endpoint_mtu=self._endpoint_mtu(record),
+            endpoint_mtu=self._endpoint_mtu(record, seen.mtu),
             datapath_type=datapath,
         )
 
-    def _endpoint_mtu(self, record: BridgeRecord) -> int:
+    def _endpoint_mtu(self, record: BridgeRecord, bridge_mtu: int | None = None) -> int:
         """The MTU endpoints on this bridge get unless they say otherwise: the
-        bridge's own, or for an overlay the underlay MTU minus the
-        encapsulation overhead."""
+        bridge's own (``bridge_mtu`` when the caller observed it already), or
+        for an overlay the underlay MTU minus the encapsulation overhead."""
         if record.spec.mtu:
             return record.spec.mtu
         if record.spec.vni:
             return self._overlay_mtu(record.spec)
-        return self.netlink.observe_bridge(record.spec.name, addresses=False).mtu or 1500
+        if bridge_mtu is None:
+            bridge_mtu = self.netlink.observe_bridge(record.spec.name, addresses=False).mtu
+        return bridge_mtu or 1500
 
     # -------------------------------------------------------------- guests
 
@@ -882,7 +889,7 @@ class Engine:
             return EndpointView(
                 record, GUEST_MISSING, "the guest's network namespace does not exist"
             )
-        if record.guest.kind is GuestKind.PID and ident != record.netns_id:
+        if _pid_reused(record, ident):
             return EndpointView(record, GUEST_MISSING, "the process has exited (its PID is reused)")
         if record.host_ifname not in host_links:
             return EndpointView(record, DEGRADED, f"host interface {record.host_ifname} is missing")
@@ -961,12 +968,13 @@ class Engine:
         for name, bridge in sorted(self.store.bridges().items()):
             with self._locks.bridge(name).write():
                 try:
-                    ops = self._plan_bridge_only(bridge)
+                    _, ops = self._converge_bridge(
+                        bridge.spec, bridge, rollback=False, apply=repair
+                    )
                     if ops:
-                        d = Drift("bridge", name, "bridge differs from its spec", _strs(ops))
-                        drift.append(d)
-                        if repair:
-                            self._converge_bridge(bridge.spec, bridge, rollback=False)
+                        drift.append(
+                            Drift("bridge", name, "bridge differs from its spec", _strs(ops))
+                        )
                 except NetplumbError as e:
                     failed.append(Drift("bridge", name, str(e)))
         for stored in sorted(self.store.endpoints().values(), key=lambda r: r.id):
@@ -1016,26 +1024,6 @@ class Engine:
                 drift.append(replace(d, repair=_strs(ops)))
         return drift, failed, collected
 
-    def _plan_bridge_only(self, record: BridgeRecord) -> tuple[Op, ...]:
-        """What a repair of this bridge would do (nothing is applied)."""
-        want = record.spec
-        if want.kind is BridgeKind.OVS:
-            ovs = self._need_ovs()
-            mtu = want.mtu or (self._overlay_mtu(want) if want.vni else 0)
-            row = ovs.observe_bridge(want.name)
-            if row is None:
-                return overlay.plan_ovs_bridge(
-                    want, row, record, self.store.agent_id, ovs.datapath_type(), mtu
-                )[0]
-            ops = overlay.plan_bridge_link(want, self.netlink.observe_bridge(want.name), mtu)
-        else:
-            ops, _ = plan.plan_bridge(
-                want, self.netlink.observe_bridge(want.name), record, self.store.agent_id
-            )
-        if want.vni:
-            ops = (*ops, *self._plan_overlay(want))
-        return ops
-
     def _orphans(self, keep_endpoints: set[str]) -> list[tuple[Drift, tuple[Op, ...]]]:
         """Objects tagged as this agent's that no record wants: OVS bridges
         and ports, and VXLAN devices of bridges that are gone."""
@@ -1082,25 +1070,18 @@ class Engine:
         with self._guest_scope(record) as handle:
             if handle is None:
                 return None  # guest not running: nothing can be plumbed, nothing drifts
-            ops = self._plan_endpoint(record, handle)
+            want = self._desired(record)
+            seen = self._observe_endpoint(record, handle, want.ovs, want.tx_checksum_off)
+            ops = plan.plan_endpoint(want, seen, self.features)
             if not ops:
                 return None
-            detail = self._describe(record, handle)
-            d = Drift("endpoint", record.id, detail, _strs(ops))
+            d = Drift("endpoint", record.id, _describe(record, seen), _strs(ops))
             if repair:
                 self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
                 if record.netns_id != handle.ident:
                     self.store.put_endpoint(replace(record, netns_id=handle.ident))
                 log.info("endpoint %s repaired: %s", record.id, "; ".join(_strs(ops)))
             return d
-
-    def _describe(self, record: EndpointRecord, handle: NetnsHandle) -> str:
-        seen = self.netlink.observe_endpoint(record.host_ifname, record.ifname, handle)
-        if seen.host is None:
-            return f"{record.guest} {record.ifname}: host veth {record.host_ifname} is missing"
-        if seen.guest is None:
-            return f"{record.guest} {record.ifname}: interface missing in the guest"
-        return f"{record.guest} {record.ifname}: differs from its spec"
 
     # ------------------------------------------------------------ helpers
 
@@ -1182,11 +1163,7 @@ class Engine:
             handle = open_netns(path)
         except (NotFound, InvalidSpec):
             return None
-        if (
-            record.guest.kind is GuestKind.PID
-            and record.netns_id
-            and handle.ident != record.netns_id
-        ):
+        if _pid_reused(record, handle.ident):
             handle.close()
             return None
         return handle
@@ -1302,6 +1279,24 @@ class Engine:
         }
 
 
+def _pid_reused(record: EndpointRecord, ident: tuple[int, int]) -> bool:
+    """A pid guest whose PID now leads to another namespace: the process it
+    named has exited and the number was reused. Never re-plumbed there."""
+    return (
+        record.guest.kind is GuestKind.PID
+        and record.netns_id is not None
+        and ident != record.netns_id
+    )
+
+
+def _describe(record: EndpointRecord, seen: ObservedEndpoint) -> str:
+    if seen.host is None:
+        return f"{record.guest} {record.ifname}: host veth {record.host_ifname} is missing"
+    if seen.guest is None:
+        return f"{record.guest} {record.ifname}: interface missing in the guest"
+    return f"{record.guest} {record.ifname}: differs from its spec"
+
+
 def _has_ipv6(want: EndpointSpec) -> bool:
     return any(a.version == 6 for a in want.addresses) or any(r.family == 6 for r in want.routes)
 
@@ -1313,7 +1308,3 @@ def _strs(ops: tuple[Op, ...] | list[Op]) -> tuple[str, ...]:
 def _differences(a: object, b: object) -> str:
     fields = [f for f in getattr(a, "__slots__", ()) if getattr(a, f) != getattr(b, f)]
     return "differs in " + ", ".join(fields) if fields else "differs"
-
-
-def hostname() -> str:
-    return os.uname().nodename

@@ -26,6 +26,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from .core.model import (
@@ -84,7 +85,7 @@ class FileStore:
         self._lock = threading.Lock()
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         # Per table: the records by key, and the encoded line of each.
-        self._records: dict[str, dict[str, Any]] = {t: {} for t in TABLES}
+        self._records: dict[str, Mapping[str, Any]] = {t: MappingProxyType({}) for t in TABLES}
         self._lines: dict[str, dict[str, bytes]] = {t: {} for t in TABLES}
         self._agent_id = ""
         self._load()
@@ -115,34 +116,36 @@ class FileStore:
         return self._snapshot("peers")
 
     def put_bridge(self, record: BridgeRecord) -> None:
-        self._put("bridges", record.spec.name, record, bridge_to_json(record))
+        self._put("bridges", record)
 
     def delete_bridge(self, name: str) -> None:
         self._delete("bridges", name)
 
     def put_endpoint(self, record: EndpointRecord) -> None:
-        self._put("endpoints", record.id, record, endpoint_to_json(record))
+        self._put("endpoints", record)
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._delete("endpoints", endpoint_id)
 
     def put_peer(self, record: PeerRecord) -> None:
-        self._put("peers", str(record.address), record, peer_to_json(record))
+        self._put("peers", record)
 
     def delete_peer(self, address: str) -> None:
         self._delete("peers", address)
 
-    def _snapshot(self, table: str) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._records[table])
+    def _snapshot(self, table: str) -> Mapping[str, Any]:
+        # Tables are replaced, never changed in place: the current one is a
+        # consistent snapshot as it is, with no copy on the (hot) read path.
+        return self._records[table]
 
-    def _put(self, table: str, key: str, record: Any, doc: dict[str, Any]) -> None:
-        line = _encode(doc)
+    def _put(self, table: str, record: Any) -> None:
+        encode, _, key_of = CODECS[table]
+        key, line = key_of(record), _encode(encode(record))
         with self._lock:
             lines = dict(self._lines, **{table: {**self._lines[table], key: line}})
             self._write(_render(self._agent_id, lines))
             self._lines = lines
-            self._records[table][key] = record
+            self._records[table] = MappingProxyType({**self._records[table], key: record})
 
     def _delete(self, table: str, key: str) -> None:
         with self._lock:
@@ -153,7 +156,9 @@ class FileStore:
             lines = dict(self._lines, **{table: remaining})
             self._write(_render(self._agent_id, lines))
             self._lines = lines
-            del self._records[table][key]
+            records = dict(self._records[table])
+            del records[key]
+            self._records[table] = MappingProxyType(records)
 
     def _load(self) -> None:
         try:
@@ -185,26 +190,15 @@ class FileStore:
                 f"{_json_type(agent_id)}, not a string"
             )
         try:
-            for item in _array(doc, "bridges"):
-                rec = bridge_from_json(item)
-                self._records["bridges"][rec.spec.name] = rec
-            for item in _array(doc, "endpoints"):
-                ep = endpoint_from_json(item)
-                self._records["endpoints"][ep.id] = ep
-            for item in _array(doc, "peers"):
-                peer = peer_from_json(item)
-                self._records["peers"][str(peer.address)] = peer
+            for table, (_, decode, key) in CODECS.items():
+                records = (decode(item) for item in _array(doc, table))
+                self._records[table] = MappingProxyType({key(r): r for r in records})
         except (KeyError, TypeError, ValueError) as e:
             raise InternalError(f"state file {self._path} is malformed: {e!r}") from e
         # Encoded from the records, not copied from the file: a file with
         # defaulted (absent) fields is written back whole.
-        encoders: dict[str, Callable[[Any], dict[str, Any]]] = {
-            "bridges": bridge_to_json,
-            "endpoints": endpoint_to_json,
-            "peers": peer_to_json,
-        }
         self._lines = {
-            t: {k: _encode(encoders[t](r)) for k, r in self._records[t].items()} for t in TABLES
+            t: {k: _encode(CODECS[t][0](r)) for k, r in self._records[t].items()} for t in TABLES
         }
         self._agent_id = agent_id
 
@@ -401,3 +395,13 @@ def peer_from_json(d: dict[str, Any]) -> PeerRecord:
         name=str(d.get("name", "")),
         source=str(d.get("source", "static")),
     )
+
+
+# table -> (encode, decode, key of a record)
+CODECS: dict[
+    str, tuple[Callable[[Any], dict[str, Any]], Callable[[Any], Any], Callable[[Any], str]]
+] = {
+    "bridges": (bridge_to_json, bridge_from_json, lambda r: r.spec.name),
+    "endpoints": (endpoint_to_json, endpoint_from_json, lambda r: r.id),
+    "peers": (peer_to_json, peer_from_json, lambda r: str(r.address)),
+}

@@ -194,11 +194,17 @@ def _mac_vlan(value: str) -> tuple[str, int]:
         if not 1 <= vlan <= 4094:
             raise UsageError(f"VLAN {vlan} is out of range 1..4094")
     if mac.startswith("U:"):
-        from hashlib import md5
-
-        digest = md5(f"{mac[2:]}\n".encode()).digest()
-        mac = ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+        mac = pipework_mac(mac[2:])
     return mac, vlan
+
+
+def pipework_mac(seed: str) -> str:
+    """pipework's ``U:STRING`` MAC: "02:" then the first 40 bits of
+    md5(STRING + newline), as ``echo STRING | md5sum`` gives."""
+    from hashlib import md5
+
+    digest = md5(f"{seed}\n".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
 def _parse_wait(args: list[str]) -> Wait:

@@ -7,16 +7,14 @@ from typing import IO, Any
 
 from netplumb.v1 import agent_pb2 as pb
 
+from .client import KINDS, TUNNELS
+
 _STATES = {
     pb.ENDPOINT_STATE_READY: "ready",
     pb.ENDPOINT_STATE_GUEST_MISSING: "guest-missing",
     pb.ENDPOINT_STATE_DEGRADED: "degraded",
 }
-_KINDS = {
-    pb.BRIDGE_KIND_LINUX: "linux",
-    pb.BRIDGE_KIND_OVS: "ovs",
-    pb.BRIDGE_KIND_UNSPECIFIED: "linux",
-}
+_KINDS = {v: k for k, v in KINDS.items()} | {pb.BRIDGE_KIND_UNSPECIFIED: "linux"}
 
 
 def _kind(value: int) -> str:
@@ -61,12 +59,7 @@ def _json(kind: str, reply: Any) -> Any:
     return to_dict(reply)
 
 
-_TUNNELS = {
-    pb.TUNNEL_TYPE_VXLAN: "vxlan",
-    pb.TUNNEL_TYPE_GENEVE: "geneve",
-    pb.TUNNEL_TYPE_GRE: "gre",
-    pb.TUNNEL_TYPE_UNSPECIFIED: "",
-}
+_TUNNELS = {v: k for k, v in TUNNELS.items()} | {pb.TUNNEL_TYPE_UNSPECIFIED: ""}
 
 
 def peer_dict(p: pb.Peer) -> dict[str, Any]:

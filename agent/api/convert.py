@@ -110,10 +110,6 @@ def peer_name_in(value: str, field: str = "name") -> str:
     return value
 
 
-def guest_in(value: str, field: str = "guest") -> GuestRef:
-    return spec.guest(value, field)
-
-
 def endpoint_spec_in(m: pb.EndpointSpec, guest: GuestRef) -> EndpointSpec:
     """Validate an attach request; ``guest`` is ``m.guest`` already resolved
     (Docker names need the engine)."""

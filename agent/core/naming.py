@@ -37,13 +37,6 @@ def stable_mac(endpoint_id: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
-def pipework_mac(seed: str) -> str:
-    """pipework's ``U:STRING`` MAC: "02:" then the first 40 bits of
-    md5(STRING + newline), as ``echo STRING | md5sum`` gives."""
-    digest = hashlib.md5(f"{seed}\n".encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
-
-
 def endpoint_alias(endpoint_id: str, agent_id: str) -> str:
     """Alias put on both veth ends of an endpoint: the endpoint and the agent
     that owns it (several agents may share a host namespace, e.g. in tests;

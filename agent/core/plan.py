@@ -50,6 +50,7 @@ from .ops import (
     Where,
 )
 from .overlay import ENDPOINT_ID
+from .spec import gateway_host_route
 
 VLAN_FILTERING_HINT = (
     "this kernel was built without bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING); "
@@ -67,8 +68,8 @@ def endpoint_routes(record: EndpointRecord) -> tuple[RouteSpec, ...]:
     spec = record.spec
     routes: list[RouteSpec] = []
     for gw in spec.gateways:
-        if not any(gw in a.network for a in spec.addresses):
-            host_net = ipaddress.ip_network(f"{gw}/{gw.max_prefixlen}")
+        host_net = gateway_host_route(gw, spec.addresses)
+        if host_net is not None:
             routes.append(RouteSpec(destination=host_net, onlink=True))
         default = ipaddress.ip_network("0.0.0.0/0" if gw.version == 4 else "::/0")
         routes.append(RouteSpec(destination=default, via=gw))

@@ -421,17 +421,22 @@ def _gateways(values: Sequence[str], addrs: Sequence[IPInterface]) -> tuple[IPAd
     return tuple(out)
 
 
+def gateway_host_route(gw: IPAddress, addrs: Sequence[IPInterface]) -> IPNetwork | None:
+    """The on-link host route (gw/32, gw/128) a gateway outside every
+    address's subnet needs, as pipework added for hosters' failover
+    addresses; None for a gateway inside one."""
+    if any(gw in a.network for a in addrs):
+        return None
+    return ipaddress.ip_network(f"{gw}/{gw.max_prefixlen}")
+
+
 def _onlink_host_routes(
     gws: Sequence[IPAddress], addrs: Sequence[IPInterface]
 ) -> dict[IPNetwork, IPAddress]:
-    """The host route (gw/32, gw/128) of each gateway outside every address's
-    subnet: plan.endpoint_routes adds it on-link, so a requested route with
-    that destination would replace it."""
-    return {
-        ipaddress.ip_network(f"{gw}/{gw.max_prefixlen}"): gw
-        for gw in gws
-        if not any(gw in a.network for a in addrs)
-    }
+    """The on-link host routes plan.endpoint_routes adds, by destination: a
+    requested route with that destination would replace one."""
+    routes = {gw: gateway_host_route(gw, addrs) for gw in gws}
+    return {net: gw for gw, net in routes.items() if net is not None}
 
 
 def _no_duplicates(addrs: Sequence[IPInterface], field: str) -> None:

@@ -234,14 +234,7 @@ def _observe_link(
         return None
     index = msg["index"]
     s.remember(where, name, index)
-    master = ""
-    master_index = msg.get_attr("IFLA_MASTER")
-    if master_index:
-        if bridge and _safe_index(s, bridge) == master_index:
-            master = bridge
-        else:
-            found = ipr.link("get", index=master_index)
-            master = found[0].get_attr("IFLA_IFNAME") if found else ""
+    master = _master(s, ipr, msg, bridge)
     return ObservedLink(
         name=name,
         index=index,
@@ -256,6 +249,18 @@ def _observe_link(
         routes=_routes(ipr, index) if detail else (),
         vlans=_port_vlans(ipr, index) if master and where is Where.HOST else (),
     )
+
+
+def _master(s: Session, ipr: IPRoute, msg: Any, expected: str = "") -> str:
+    """Name of the link's master ("" for none); ``expected`` names the
+    bridge it should be a port of, which saves a lookup when it is."""
+    index = msg.get_attr("IFLA_MASTER")
+    if not index:
+        return ""
+    if expected and _safe_index(s, expected) == index:
+        return expected
+    found = ipr.link("get", index=index)
+    return str(found[0].get_attr("IFLA_IFNAME")) if found else ""
 
 
 def _safe_index(s: Session, name: str) -> int:
@@ -382,10 +387,7 @@ class NetlinkDriver:
             index = msg["index"]
             s.remember(Where.HOST, name, index)
             data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-            master = ""
-            if msg.get_attr("IFLA_MASTER"):
-                found = s.host.link("get", index=msg.get_attr("IFLA_MASTER"))
-                master = found[0].get_attr("IFLA_IFNAME") if found else ""
+            master = _master(s, s.host, msg)
             flood = sorted(
                 str(e.get_attr("NDA_DST"))
                 for e in s.host.fdb("dump", ifindex=index)

@@ -14,7 +14,6 @@ to the host namespace at once.
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import os
 import socket
@@ -134,7 +133,3 @@ def throwaway_socket(family: int, type_: int, proto: int) -> socket.socket:
         return socket.socket(family, type_, proto)
     finally:
         _return_home()
-
-
-def is_gone(err: OSError) -> bool:
-    return err.errno in (errno.ENOENT, errno.ESRCH)

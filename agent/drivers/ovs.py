@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.model import ObservedOvsBridge, ObservedOvsPort
-from ..core.ops import AddOvsBridge, AddOvsPort, DelOvsBridge, DelOvsPort, Op, SetOvsPortTag
+from ..core.ops import (
+    AddOvsBridge,
+    AddOvsPort,
+    DelOvsBridge,
+    DelOvsPort,
+    Op,
+    OvsOp,
+    SetOvsPortTag,
+)
 from ..errors import DependencyUnavailable, InternalError
 
 log = logging.getLogger("netplumb.ovs")
@@ -163,8 +171,6 @@ class OvsDriver:
     def _run(self, cmd: Any) -> Any:
         try:
             return cmd.execute(check_error=True)
-        except DependencyUnavailable:
-            raise
         except Exception as e:
             raise InternalError(f"OVSDB command failed: {e}") from e
 
@@ -210,23 +216,7 @@ class OvsDriver:
                 ),
                 "",
             )
-            iface = next(iter(port.interfaces), None)
-            ids = dict(port.external_ids)
-            return ObservedOvsPort(
-                name=name,
-                bridge=bridge,
-                type=(iface.type if iface is not None else "") or "",
-                options=dict(iface.options) if iface is not None else {},
-                tag=_tag(port.tag),
-                owner=ids.get(OWNER, ""),
-                external_ids=ids,
-                ofport=_first_int(iface.ofport) if iface is not None else -1,
-                error=_first_str(iface.error) if iface is not None else "",
-                link_state=_first_str(iface.link_state) if iface is not None else "",
-                protected=bool(port.protected),
-            )
-        except DependencyUnavailable:
-            raise
+            return _port(port, bridge)
         except Exception as e:
             raise InternalError(f"reading OVS port {name} failed: {e}") from e
 
@@ -241,30 +231,11 @@ class OvsDriver:
             bridge_of = {
                 port.uuid: br.name for br in tables["Bridge"].rows.values() for port in br.ports
             }
-            out = []
-            for port in list(tables["Port"].rows.values()):
-                ids = dict(port.external_ids)
-                if ids.get(OWNER) != agent_id:
-                    continue
-                iface = next(iter(port.interfaces), None)
-                out.append(
-                    ObservedOvsPort(
-                        name=port.name,
-                        bridge=bridge_of.get(port.uuid, ""),
-                        type=(iface.type if iface is not None else "") or "",
-                        options=dict(iface.options) if iface is not None else {},
-                        tag=_tag(port.tag),
-                        owner=agent_id,
-                        external_ids=ids,
-                        ofport=_first_int(iface.ofport) if iface is not None else -1,
-                        error=_first_str(iface.error) if iface is not None else "",
-                        link_state=_first_str(iface.link_state) if iface is not None else "",
-                        protected=bool(port.protected),
-                    )
-                )
-            return out
-        except DependencyUnavailable:
-            raise
+            return [
+                _port(port, bridge_of.get(port.uuid, ""))
+                for port in list(tables["Port"].rows.values())
+                if port.external_ids.get(OWNER) == agent_id
+            ]
         except Exception as e:
             raise InternalError(f"reading OVS ports failed: {e}") from e
 
@@ -279,11 +250,7 @@ class OvsDriver:
 
     def apply(self, ops: Sequence[Op], agent_id: str) -> None:
         """Execute OVS ops in one transaction: all or nothing."""
-        ovs_ops = [
-            op
-            for op in ops
-            if isinstance(op, AddOvsBridge | DelOvsBridge | AddOvsPort | DelOvsPort | SetOvsPortTag)
-        ]
+        ovs_ops = [op for op in ops if isinstance(op, OvsOp)]
         if not ovs_ops:
             return
         api = self._need()
@@ -291,8 +258,6 @@ class OvsDriver:
             with api.transaction(check_error=True) as txn:
                 for op in ovs_ops:
                     self._add(api, txn, op, agent_id)
-        except DependencyUnavailable:
-            raise
         except Exception as e:
             raise InternalError(
                 f"OVSDB transaction failed ({'; '.join(map(str, ovs_ops))}): {e}"
@@ -344,6 +309,25 @@ def _session_up(api: Any) -> bool:
         return bool(api.idl._session.is_connected())
     except AttributeError:
         return False
+
+
+def _port(port: Any, bridge: str) -> ObservedOvsPort:
+    """An IDL Port row (and its first Interface) as netplumb sees it."""
+    iface = next(iter(port.interfaces), None)
+    ids = dict(port.external_ids)
+    return ObservedOvsPort(
+        name=port.name,
+        bridge=bridge,
+        type=(iface.type if iface is not None else "") or "",
+        options=dict(iface.options) if iface is not None else {},
+        tag=_tag(port.tag),
+        owner=ids.get(OWNER, ""),
+        external_ids=ids,
+        ofport=_first_int(iface.ofport) if iface is not None else -1,
+        error=_first_str(iface.error) if iface is not None else "",
+        link_state=_first_str(iface.link_state) if iface is not None else "",
+        protected=bool(port.protected),
+    )
 
 
 def _tag(v: Any) -> int:
