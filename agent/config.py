@@ -1,13 +1,17 @@
 """netplumbd configuration: defaults, a TOML file, then command-line flags
-(flags win). Unknown keys and bad values are refused at start, by name."""
+(flags win). Unknown keys, bad values and contradictory settings (TCP
+without TLS, TLS without TCP) are refused at start, by name, before anything
+is touched."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_SOCKET = "/run/netplumb/netplumbd.sock"
 DEFAULT_STATE_DIR = "/var/lib/netplumb"
@@ -34,6 +38,18 @@ class Config:
     # OVS datapath type for the bridges netplumb creates: auto (system where
     # the kernel datapath exists, netdev otherwise), system or netdev.
     ovs_datapath_type: str = "auto"
+    # TCP listener, ADDRESS:PORT ([ADDRESS]:PORT for IPv6); empty: unix socket
+    # only. Needs the three TLS files below, or insecure_tcp.
+    listen: str = ""
+    tls_cert: str = ""  # PEM certificate (chain) the daemon presents
+    tls_key: str = ""  # PEM private key of tls_cert, unencrypted
+    tls_client_ca: str = ""  # PEM CA(s) a client certificate must chain to
+    insecure_tcp: bool = False  # plaintext TCP, no client authentication
+
+
+# Settings that only make sense with a TCP listener.
+TLS_KEYS = ("tls_cert", "tls_key", "tls_client_ca")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 def load(path: str | None) -> Config:
@@ -56,7 +72,10 @@ def _apply(cfg: Config, doc: dict[str, Any], origin: str) -> Config:
         name = key.replace("-", "_")
         if name not in known:
             raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(sorted(known))})")
-        if not isinstance(value, str) or not value:
+        if isinstance(known[name].default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{origin}: key {key!r} must be true or false")
+        elif not isinstance(value, str) or not value:
             raise ConfigError(f"{origin}: key {key!r} must be a non-empty string")
         values[name] = value
     cfg = replace(cfg, **values)
@@ -77,14 +96,143 @@ def validate(cfg: Config, origin: str) -> None:
             f"{origin}: ovs_datapath_type {cfg.ovs_datapath_type!r} is not auto, system or netdev"
         )
     if cfg.underlay_address:
-        import ipaddress
-
         try:
             ipaddress.ip_address(cfg.underlay_address)
         except ValueError:
             raise ConfigError(
                 f"{origin}: underlay_address {cfg.underlay_address!r} is not an IP address"
             ) from None
+    _validate_tcp(cfg, origin)
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _names(keys: list[str]) -> str:
+    """'a (--a)', 'a (--a) and b (--b)', 'a (--a), b (--b) and c (--c)'."""
+    named = [f"{k} ({_flag(k)})" for k in keys]
+    return ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+
+
+def _validate_tcp(cfg: Config, origin: str) -> None:
+    given = [k for k in TLS_KEYS if getattr(cfg, k)]
+    if not cfg.listen:
+        stray = given + (["insecure_tcp"] if cfg.insecure_tcp else [])
+        if stray:
+            raise ConfigError(
+                f"{origin}: {_names(stray)} only {'applies' if len(stray) == 1 else 'apply'} "
+                "to the TCP listener, which is off: give listen (--listen ADDRESS:PORT) "
+                "as well, or drop " + ("it" if len(stray) == 1 else "them")
+            )
+        return
+    parse_listen(cfg.listen, origin)
+    if cfg.insecure_tcp:
+        if given:
+            raise ConfigError(
+                f"{origin}: insecure_tcp (--insecure-tcp) contradicts {_names(given)}: "
+                "drop insecure_tcp to serve TLS, or drop the TLS files to serve plaintext"
+            )
+        return
+    missing = [k for k in TLS_KEYS if not getattr(cfg, k)]
+    if missing:
+        raise ConfigError(
+            f"{origin}: listen {cfg.listen} serves the API over TCP, which needs TLS with "
+            f"client certificates, but {_names(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set. Give all three "
+            "(docs/security.md shows how to make them), or add --insecure-tcp "
+            "(insecure_tcp = true) to serve plaintext TCP, which anyone who reaches the "
+            "port can use to rewire this host"
+        )
+
+
+def parse_listen(value: str, origin: str = "") -> tuple[str, int]:
+    """``ADDRESS:PORT`` or ``[IPV6]:PORT`` -> (host, port). The host is an IP
+    address or a DNS name; the port 1..65535 (not 0: clients must know it)."""
+
+    def bad(why: str) -> NoReturn:
+        raise ConfigError(
+            f"{origin + ': ' if origin else ''}listen {value!r} {why} "
+            "(expected ADDRESS:PORT, e.g. 198.18.0.1:7443, [2001:db8::1]:7443 or 0.0.0.0:7443)"
+        )
+
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        bad("has no port")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            bad(f"has {host[1:-1]!r} between brackets, which is not an IPv6 address")
+        host = host[1:-1]
+    elif ":" in host:
+        bad("has an IPv6 address without brackets")
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
+                bad(f"has {host!r}, which is neither an IP address nor a host name")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        bad(f"has port {port_text!r}, which is not 1..65535")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The TCP listener's TLS material, read once at start."""
+
+    cert_chain: bytes
+    private_key: bytes
+    client_ca: bytes
+
+
+def load_tls(cfg: Config) -> TlsFiles | None:
+    """Read and check the TLS files of the TCP listener (None when TCP is
+    off or plaintext): each is readable PEM, the key is unencrypted and
+    belongs to the certificate, the CA file holds certificates. Raises
+    ConfigError naming the file; nothing has been touched yet when it does."""
+    if not cfg.listen or cfg.insecure_tcp:
+        return None
+    import ssl
+
+    def read(key: str) -> bytes:
+        path = getattr(cfg, key)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ConfigError(
+                f"{key} ({_flag(key)}) {path}: cannot read it: {e.strerror}"
+            ) from None
+        if b"-----BEGIN " not in data:
+            raise ConfigError(f"{key} ({_flag(key)}) {path}: not a PEM file")
+        return data
+
+    def encrypted() -> bytes:
+        raise ConfigError(
+            f"tls_key (--tls-key) {cfg.tls_key}: the key is encrypted; netplumbd needs it "
+            "unencrypted and readable by root only "
+            "(openssl pkey -in ENCRYPTED.key -out PLAIN.key; chmod 0600 PLAIN.key)"
+        )
+
+    files = TlsFiles(read("tls_cert"), read("tls_key"), read("tls_client_ca"))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key, password=encrypted)
+    except ssl.SSLError as e:
+        raise ConfigError(
+            f"tls_cert (--tls-cert) {cfg.tls_cert} and tls_key (--tls-key) {cfg.tls_key}: "
+            f"not a certificate and its private key ({e.reason or e})"
+        ) from None
+    try:
+        ctx.load_verify_locations(cafile=cfg.tls_client_ca)
+    except ssl.SSLError as e:
+        raise ConfigError(
+            f"tls_client_ca (--tls-client-ca) {cfg.tls_client_ca}: "
+            f"no CA certificate in it ({e.reason or e})"
+        ) from None
+    return files
 
 
 def from_args(args: argparse.Namespace) -> Config:
@@ -98,6 +246,11 @@ def from_args(args: argparse.Namespace) -> Config:
         "log_level": args.log_level,
         "underlay_address": args.underlay_address,
         "ovs_datapath_type": args.ovs_datapath_type,
+        "listen": args.listen,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "insecure_tcp": args.insecure_tcp,
     }
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     validate(cfg, "command line")

@@ -25,11 +25,19 @@ log = logging.getLogger("netplumb.daemon")
 EPILOG = """\
 configuration: settings come from the defaults, then the TOML file given with
 --config (keys: socket, socket_group, state_dir, ovsdb, docker_url,
-log_level, underlay_address, ovs_datapath_type), then these flags; flags win.
+log_level, underlay_address, ovs_datapath_type, listen, tls_cert, tls_key,
+tls_client_ca, insecure_tcp), then these flags; flags win.
+
+access: the unix socket is mode 0660, owned by root and --socket-group; only
+root and that group's members can use it. TCP is off unless --listen is given,
+and then needs TLS with client certificates (--tls-cert, --tls-key,
+--tls-client-ca) or, explicitly, --insecure-tcp. See docs/security.md.
 
 examples:
   netplumbd                                  # defaults, as the systemd unit runs it
   netplumbd --socket /tmp/np.sock --state-dir /tmp/np-state --log-level debug
+  netplumbd --listen 198.18.0.1:7443 --tls-cert /etc/netplumb/tls/server.crt \\
+      --tls-key /etc/netplumb/tls/server.key --tls-client-ca /etc/netplumb/tls/ca.crt
 """
 
 
@@ -73,6 +81,27 @@ def parser() -> argparse.ArgumentParser:
         "kernel has the OVS datapath, else netdev)",
     )
     p.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="default info")
+    tcp = p.add_argument_group("TCP (off by default)")
+    tcp.add_argument(
+        "--listen",
+        metavar="ADDRESS:PORT",
+        help="also serve on TCP ([IPV6]:PORT for IPv6); needs the three --tls-* options "
+        "or --insecure-tcp",
+    )
+    tcp.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain) of the daemon")
+    tcp.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    tcp.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="PEM CA certificate(s); only clients with a certificate it signed are accepted",
+    )
+    tcp.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        default=None,
+        help="serve --listen as plaintext TCP without client authentication: anyone who "
+        "reaches the port controls this host's networking (tests, trusted labs only)",
+    )
     p.add_argument("--version", action="version", version=f"netplumbd {__version__}")
     return p
 
@@ -94,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = config_mod.from_args(args)
+        tls = config_mod.load_tls(cfg)
     except config_mod.ConfigError as e:
         print(f"netplumbd: {e}", file=sys.stderr)
         return 2
@@ -132,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ovs = OvsDriver(cfg.ovsdb, cfg.ovs_datapath_type)
     docker = DockerDriver(cfg.docker_url)
-    engine = Engine(store, driver, ovs, cfg.underlay_address, docker)
+    from .drivers.dhcp import DhcpDriver
+    from .drivers.tc import run_tc
+
+    dhcp = DhcpDriver(cfg.state_dir)
+    engine = Engine(store, driver, ovs, cfg.underlay_address, docker, dhcp=dhcp, tc=run_tc)
     driver.features()
     # Give a present OVS a moment to connect before the start-up reconcile
     # (OVS bridges need it) and before serving; later (re)connections
@@ -148,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for d in failed:
         log.warning("could not repair %s %s: %s", d.object, d.name, d.detail)
+    dhcp.forget_unknown(set(store.endpoints()))  # clients of endpoints gone meanwhile
 
     def on_ovs_connect() -> None:
         if any(b.spec.kind.value == "ovs" for b in store.bridges().values()):
@@ -161,10 +196,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with backoff when dockerd restarts).
     docker.watch(engine.on_docker_event)
 
-    server = Server(engine, cfg.socket, cfg.state_dir, group=cfg.socket_group)
+    server = Server(
+        engine,
+        cfg.socket,
+        cfg.state_dir,
+        group=cfg.socket_group,
+        listen=cfg.listen,
+        tls=tls,
+        insecure_tcp=cfg.insecure_tcp,
+    )
     try:
         server.start()
-    except (NetplumbError, OSError) as e:
+    except NetplumbError as e:
+        log.error("cannot serve: %s%s", e.message, f" ({e.hint})" if e.hint else "")
+        return 1
+    except OSError as e:
         log.error("cannot serve: %s", e)
         return 1
     server.set_serving()
@@ -172,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .sdnotify import notify, start_watchdog
 
-    notify(f"READY=1\nSTATUS=serving on {cfg.socket}\nMAINPID={os.getpid()}")
+    serving = cfg.socket + (f" and tcp:{cfg.listen}" if cfg.listen else "")
+    notify(f"READY=1\nSTATUS=serving on {serving}\nMAINPID={os.getpid()}")
     start_watchdog(stop)
     while not stop.wait(1.0):
         pass

@@ -1,5 +1,11 @@
 """The gRPC server: the Agent service, standard health checking and
-reflection, on a unix socket with restrictive permissions."""
+reflection, on a unix socket with restrictive permissions and, when asked, on
+TCP with TLS that requires a client certificate (or, explicitly, plaintext).
+
+Who may call: on the unix socket, whoever the file mode lets connect (root
+and the socket's group: mode 0660, owner root); on TCP, a client presenting a
+certificate signed by the configured client CA. Every caller that gets in may
+use every RPC."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from netplumb.v1 import agent_pb2, agent_pb2_grpc
 
+from ..config import TlsFiles
 from ..engine import Engine
 from ..errors import PreconditionFailed
 from .servicer import AgentServicer
@@ -24,10 +31,26 @@ SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
 
 class Server:
     def __init__(
-        self, engine: Engine, socket_path: str, state_dir: str, group: str = "", workers: int = 16
+        self,
+        engine: Engine,
+        socket_path: str,
+        state_dir: str,
+        group: str = "",
+        workers: int = 16,
+        *,
+        listen: str = "",
+        tls: TlsFiles | None = None,
+        insecure_tcp: bool = False,
     ) -> None:
+        """``listen`` (ADDRESS:PORT, empty for none) is served with ``tls``
+        (client certificates required); without ``tls`` only if
+        ``insecure_tcp`` says so explicitly."""
+        if listen and tls is None and not insecure_tcp:
+            raise ValueError("a TCP listener needs TLS files or insecure_tcp=True")
         self.socket_path = socket_path
         self.group = group
+        self.listen = listen
+        self.tls = tls
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)],
@@ -40,6 +63,11 @@ class Server:
         )
 
     def start(self) -> None:
+        """Bind the TCP listener (if any), then the unix socket, then serve.
+        Raises PreconditionFailed, with nothing left behind, when an address
+        cannot be bound."""
+        if self.listen:
+            self._add_tcp_port()
         directory = os.path.dirname(self.socket_path) or "."
         os.makedirs(directory, mode=0o755, exist_ok=True)
         if os.path.exists(self.socket_path):
@@ -58,8 +86,44 @@ class Server:
             try:
                 os.chown(self.socket_path, 0, grp.getgrnam(self.group).gr_gid)
             except KeyError:
-                log.warning("group %s does not exist; socket stays root-only", self.group)
+                log.warning(
+                    "group %s does not exist: the socket stays usable by root only "
+                    "(create it with 'groupadd --system %s' and restart netplumbd)",
+                    self.group,
+                    self.group,
+                )
         log.info("serving on unix:%s", self.socket_path)
+
+    def _add_tcp_port(self) -> None:
+        if self.tls is not None:
+            creds = grpc.ssl_server_credentials(
+                [(self.tls.private_key, self.tls.cert_chain)],
+                root_certificates=self.tls.client_ca,
+                require_client_auth=True,
+            )
+        try:
+            # grpcio signals failure by raising (current) or by returning 0.
+            if self.tls is not None:
+                port = self.grpc.add_secure_port(self.listen, creds)
+            else:
+                port = self.grpc.add_insecure_port(self.listen)
+        except RuntimeError:
+            port = 0
+        if not port:
+            raise PreconditionFailed(
+                f"cannot listen on tcp:{self.listen}",
+                hint="is the port in use (ss -ltnp) or the address not on this host? "
+                "choose another --listen ADDRESS:PORT",
+            )
+        if self.tls is not None:
+            log.info("serving on tcp:%s (TLS, client certificates required)", self.listen)
+        else:
+            log.warning(
+                "INSECURE: serving on tcp:%s in plaintext without any authentication "
+                "(--insecure-tcp): anyone who can reach this port controls this host's "
+                "networking; use --tls-cert, --tls-key and --tls-client-ca instead",
+                self.listen,
+            )
 
     def set_serving(self) -> None:
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
