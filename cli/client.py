@@ -19,6 +19,16 @@ Two transports: ``"grpc"`` (grpcio; the default, best for long-lived
 scripts) and ``"wire"`` (``wire.py``: a minimal HTTP/2 client that starts in
 a few milliseconds, used by the ``netplumb`` command). Both keep one
 connection open for the client's life.
+
+A daemon listening on TCP (``netplumbd --listen``) is reached with
+``connect="ADDRESS:PORT"`` and a client certificate, over grpcio only:
+
+    Client(connect="198.18.0.1:7443", tls_cert="client.crt",
+           tls_key="client.key", tls_ca="ca.crt")
+
+``insecure_tcp=True`` instead of the three files talks plaintext to a daemon
+run with ``--insecure-tcp``. Without arguments the client follows the
+environment as the command does (see ``target``).
 """
 
 from __future__ import annotations
@@ -44,6 +54,17 @@ TUNNELS = {
 UNAVAILABLE_HINT = (
     "is netplumbd running? (systemctl status netplumbd; or give --socket / NETPLUMB_SOCKET)"
 )
+TCP_REFUSED_HINT = "nothing listens there: is netplumbd running with --listen ADDRESS:PORT?"
+TLS_HINT = (
+    "a TLS connection closed at once was refused: the client certificate (--tls-cert) "
+    "must be signed by the CA the daemon trusts (its --tls-client-ca), and the daemon's "
+    "certificate must be signed by --tls-ca and name the address connected to"
+)
+PLAINTEXT_HINT = (
+    "a daemon serving TLS closes plaintext connections at once: give --tls-cert, "
+    "--tls-key and --tls-ca instead of --insecure-tcp"
+)
+TLS_FLAGS = (("tls_cert", "--tls-cert"), ("tls_key", "--tls-key"), ("tls_ca", "--tls-ca"))
 
 
 class NetplumbError(Exception):
@@ -65,6 +86,145 @@ def socket_path(explicit: str | None = None, env: Mapping[str, str] | None = Non
     return explicit or env.get("NETPLUMB_SOCKET") or DEFAULT_SOCKET
 
 
+class Target:
+    """Where the daemon is: a unix ``socket``, or ``address`` (ADDRESS:PORT)
+    over TCP with a client certificate (``tls_*``), or in plaintext when
+    ``insecure_tcp``. Made by ``target()``, which checks the combination."""
+
+    __slots__ = ("address", "insecure_tcp", "socket", "tls_ca", "tls_cert", "tls_key")
+
+    def __init__(
+        self,
+        socket: str = "",
+        address: str = "",
+        tls_cert: str = "",
+        tls_key: str = "",
+        tls_ca: str = "",
+        insecure_tcp: bool = False,
+    ) -> None:
+        self.socket = socket
+        self.address = address
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self.tls_ca = tls_ca
+        self.insecure_tcp = insecure_tcp
+
+    def __str__(self) -> str:
+        return self.address or self.socket
+
+
+def target(
+    socket: str | None = None,
+    connect: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca: str | None = None,
+    insecure_tcp: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> Target:
+    """Resolve where to call, as the command does: ``--socket`` or
+    ``--connect`` (not both), else $NETPLUMB_CONNECT or $NETPLUMB_SOCKET
+    (not both), else the default socket. TCP needs ``--tls-cert``,
+    ``--tls-key`` and ``--tls-ca`` (each else $NETPLUMB_TLS_CERT,
+    $NETPLUMB_TLS_KEY, $NETPLUMB_TLS_CA), or ``insecure_tcp``. Raises
+    ValueError saying what to change; reads no file."""
+    env = os.environ if env is None else env
+    given = {"--tls-cert": tls_cert, "--tls-key": tls_key, "--tls-ca": tls_ca}
+    explicit_tls = [flag for flag, value in given.items() if value]
+    if socket and connect:
+        raise ValueError("--socket and --connect name two daemons: give one")
+    if not socket and not connect:
+        connect = env.get("NETPLUMB_CONNECT") or None
+        if connect and env.get("NETPLUMB_SOCKET"):
+            raise ValueError(
+                "NETPLUMB_SOCKET and NETPLUMB_CONNECT are both set: unset one, "
+                "or choose with --socket or --connect"
+            )
+    if not connect:
+        stray = explicit_tls + (["--insecure-tcp"] if insecure_tcp else [])
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: only with --connect ADDRESS:PORT")
+        return Target(socket=socket_path(socket, env))
+    _check_address(connect)
+    if insecure_tcp:
+        if explicit_tls:
+            raise ValueError(
+                f"--insecure-tcp contradicts {', '.join(explicit_tls)}: give one or the other"
+            )
+        return Target(address=connect, insecure_tcp=True)
+    files = {flag: value or env.get(_env_name(flag), "") for flag, value in given.items()}
+    missing = [flag for flag, value in files.items() if not value]
+    if missing:
+        raise ValueError(
+            f"--connect {connect} needs {', '.join(missing)} "
+            f"(or {', '.join('$' + _env_name(f) for f in missing)}): netplumbd accepts only "
+            "TCP clients with a certificate signed by its CA (docs/security.md); "
+            "--insecure-tcp talks plaintext to a daemon run with --insecure-tcp"
+        )
+    return Target(
+        address=connect,
+        tls_cert=files["--tls-cert"],
+        tls_key=files["--tls-key"],
+        tls_ca=files["--tls-ca"],
+    )
+
+
+def _env_name(flag: str) -> str:
+    """--tls-cert -> NETPLUMB_TLS_CERT"""
+    return "NETPLUMB_" + flag[2:].upper().replace("-", "_")
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"--connect {address!r}: expected ADDRESS:PORT "
+            "(e.g. 198.18.0.1:7443, [2001:db8::1]:7443, host.example:7443)"
+        )
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(
+            f"--connect {address!r}: write an IPv6 address in brackets, [ADDRESS]:PORT"
+        )
+
+
+def _read_tls(t: Target) -> tuple[bytes, bytes, bytes]:
+    """(CA, key, certificate chain) for grpc.ssl_channel_credentials, each
+    checked first: grpcio only says 'failed to create security handshaker'."""
+    import ssl
+
+    out = []
+    for attr, flag in TLS_FLAGS:
+        path = getattr(t, attr)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"{flag} {path}: cannot read it: {e.strerror}") from None
+        if b"-----BEGIN " not in data:
+            raise ValueError(f"{flag} {path}: not a PEM file")
+        out.append(data)
+
+    def encrypted() -> bytes:
+        raise ValueError(f"--tls-key {t.tls_key}: the key is encrypted; give it unencrypted")
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_cert_chain(t.tls_cert, t.tls_key, password=encrypted)
+    except ssl.SSLError as e:
+        raise ValueError(
+            f"--tls-cert {t.tls_cert} and --tls-key {t.tls_key}: "
+            f"not a certificate and its private key ({e.reason or e})"
+        ) from None
+    try:
+        ctx.load_verify_locations(cafile=t.tls_ca)
+    except ssl.SSLError as e:
+        raise ValueError(
+            f"--tls-ca {t.tls_ca}: no CA certificate in it ({e.reason or e})"
+        ) from None
+    chain, private_key, ca = out
+    return ca, private_key, chain
+
+
 def _response_type(method: str) -> Any:
     desc = pb.DESCRIPTOR.services_by_name["Agent"].methods_by_name[method]
     return getattr(pb, desc.output_type.name)
@@ -72,24 +232,45 @@ def _response_type(method: str) -> Any:
 
 class Client:
     def __init__(
-        self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT, transport: str = "grpc"
+        self,
+        socket: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: str = "grpc",
+        *,
+        connect: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        insecure_tcp: bool = False,
     ) -> None:
-        self.socket = socket_path(socket)
+        """Raises ValueError for a combination ``target()`` refuses, an
+        unknown transport, or TLS files that cannot be used."""
+        if transport not in ("grpc", "wire"):
+            raise ValueError(f"unknown transport {transport!r}: use 'grpc' or 'wire'")
+        self.target = target(socket, connect, tls_cert, tls_key, tls_ca, insecure_tcp)
+        self.socket = self.target.socket
         self.timeout = timeout
+        self._wire: Any = None
+        self._channel: Any = None
+        if self.target.address and transport == "wire":
+            raise ValueError("the wire transport reaches a unix socket only: use 'grpc' for TCP")
         if transport == "wire":
             from .wire import WireChannel
 
-            self._wire: Any = WireChannel(self.socket, timeout)
-            self._channel: Any = None
-        elif transport == "grpc":
-            import grpc
-            from netplumb.v1 import agent_pb2_grpc as pb_grpc
+            self._wire = WireChannel(self.socket, timeout)
+            return
+        import grpc
+        from netplumb.v1 import agent_pb2_grpc as pb_grpc
 
-            self._wire = None
+        if not self.target.address:
             self._channel = grpc.insecure_channel(f"unix:{self.socket}")
-            self._stub = pb_grpc.AgentStub(self._channel)
+        elif self.target.insecure_tcp:
+            self._channel = grpc.insecure_channel(self.target.address)
         else:
-            raise ValueError(f"unknown transport {transport!r}: use 'grpc' or 'wire'")
+            ca, key, chain = _read_tls(self.target)
+            creds = grpc.ssl_channel_credentials(ca, key, chain)
+            self._channel = grpc.secure_channel(self.target.address, creds)
+        self._stub = pb_grpc.AgentStub(self._channel)
 
     def close(self) -> None:
         if self._wire is not None:
@@ -110,7 +291,7 @@ class Client:
             try:
                 raw = self._wire.unary(SERVICE + method, request.SerializeToString())
             except WireError as e:
-                raise _failure(e.code, e.message, e.metadata, self.socket) from None
+                raise _failure(e.code, e.message, e.metadata, self.target) from None
             return _response_type(method).FromString(raw)
         import grpc
 
@@ -120,7 +301,7 @@ class Client:
             code = Code(e.code().value[0]) if hasattr(e, "code") else Code.UNKNOWN
             details = (e.details() if hasattr(e, "details") else "") or ""
             md = dict(e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else {}
-            raise _failure(code, details, md, self.socket) from None
+            raise _failure(code, details, md, self.target) from None
 
     # bridges
 
@@ -164,10 +345,27 @@ class Client:
         mtu: int = 0,
         vlan: int = 0,
         routes: Iterable[tuple[str, str]] = (),
+        kind: str = "",
+        parent: str = "",
+        dhcp: str = "",
+        dhcp_options: Iterable[str] = (),
+        dhcp_keep: bool = False,
     ) -> pb.Endpoint:
         """Attach ``guest`` to ``bridge``; ``routes`` are (destination, via)
-        pairs with via "" for on-link."""
+        pairs with via "" for on-link. ``kind`` "macvlan" or "phys" takes the
+        host interface as ``parent`` (and no bridge); "dummy" takes neither.
+        ``dhcp`` names a client ("dhcp" for any installed one)."""
+        kinds = {
+            "": pb.ENDPOINT_KIND_UNSPECIFIED,
+            "veth": pb.ENDPOINT_KIND_VETH,
+            "macvlan": pb.ENDPOINT_KIND_MACVLAN,
+            "phys": pb.ENDPOINT_KIND_PHYS,
+            "dummy": pb.ENDPOINT_KIND_DUMMY,
+        }
         spec = pb.EndpointSpec(
+            kind=kinds[kind],
+            parent=parent,
+            dhcp=pb.Dhcp(client=dhcp, options=list(dhcp_options), keep=dhcp_keep) if dhcp else None,
             bridge=bridge,
             guest=guest,
             ifname=ifname,
@@ -204,6 +402,14 @@ class Client:
         req = pb.DeleteRouteRequest(guest=guest, ifname=ifname, destination=destination)
         return self._call("DeleteRoute", req)
 
+    def guest_command(
+        self, guest: str, tool: str, args: Iterable[str], ifname: str = ""
+    ) -> pb.Endpoint:
+        """``tool`` "rule" (``ip rule`` arguments) or "tc" (tc's), applied in
+        the guest and recorded with its endpoint."""
+        req = pb.GuestCommandRequest(guest=guest, ifname=ifname, tool=tool, args=list(args))
+        return self._call("GuestCommand", req)
+
     # peers
 
     def add_peer(self, address: str, name: str = "") -> pb.Peer:
@@ -230,19 +436,32 @@ class Client:
         return self._call("GetStatus", pb.GetStatusRequest())
 
 
-def _failure(code: Code, details: str, md: Mapping[str, Any], socket: str) -> NetplumbError:
+def _failure(code: Code, details: str, md: Mapping[str, Any], where: Target) -> NetplumbError:
     """One translation of a failed call, whichever the transport."""
     if code in (Code.UNAVAILABLE, Code.PERMISSION_DENIED) and "netplumb-reason" not in md:
-        if code is Code.PERMISSION_DENIED:
+        if code is Code.PERMISSION_DENIED or "permission denied" in details.lower():
             return NetplumbError(
                 Code.UNAVAILABLE,
-                f"permission denied on {socket}",
+                f"permission denied on {where}",
                 reason="permission-denied",
-                hint="run as root or as a member of the socket's group (netplumb)",
+                hint=f"run as root or as a member of the socket's group (netplumb unless "
+                f"netplumbd was given --socket-group; ls -l {where} shows it)",
+            )
+        if where.address:
+            last = details.rpartition("last error: ")[2] or details
+            if "refused" in last.lower():
+                hint = TCP_REFUSED_HINT
+            else:
+                hint = PLAINTEXT_HINT if where.insecure_tcp else TLS_HINT
+            return NetplumbError(
+                code,
+                f"cannot reach netplumbd at {where} ({last})",
+                reason="daemon-unavailable",
+                hint=hint,
             )
         return NetplumbError(
             code,
-            f"cannot reach netplumbd at {socket}",
+            f"cannot reach netplumbd at {where}",
             reason="daemon-unavailable",
             hint=UNAVAILABLE_HINT,
         )

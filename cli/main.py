@@ -53,6 +53,11 @@ exit status:
   6 drift found (check)
 
 The socket is --socket, else $NETPLUMB_SOCKET, else /run/netplumb/netplumbd.sock.
+A daemon listening on TCP (netplumbd --listen) is reached with
+--connect ADDRESS:PORT (or $NETPLUMB_CONNECT) and a client certificate:
+  netplumb --connect 198.18.0.1:7443 --tls-cert me.crt --tls-key me.key \\
+      --tls-ca ca.crt status
+($NETPLUMB_TLS_CERT, $NETPLUMB_TLS_KEY, $NETPLUMB_TLS_CA); see docs/security.md.
 """
 
 
@@ -94,6 +99,30 @@ class _Parser(argparse.ArgumentParser):
 def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     p = _Parser(add_help=False)
     p.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="daemon socket")
+    p.add_argument(
+        "--connect",
+        metavar="ADDRESS:PORT",
+        default=argparse.SUPPRESS,
+        help="reach netplumbd over TCP (TLS with the --tls-* files)",
+    )
+    p.add_argument(
+        "--tls-cert", metavar="FILE", default=argparse.SUPPRESS, help="client certificate (PEM)"
+    )
+    p.add_argument(
+        "--tls-key", metavar="FILE", default=argparse.SUPPRESS, help="its private key (PEM)"
+    )
+    p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="CA that signed the daemon's certificate (PEM)",
+    )
+    p.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="--connect in plaintext, to a daemon run with --insecure-tcp",
+    )
     p.add_argument(
         "--json", action="store_true", default=json_default, help="print one JSON document"
     )
@@ -337,18 +366,39 @@ def main(
     except _ParserExit as e:  # --help, printed to out
         return e.status
     json_mode = bool(getattr(args, "json", False))
-    # protobuf is imported only from here on; grpcio never: the command talks
-    # to the daemon through the light wire transport (see wire.py).
+    # protobuf is imported only from here on; grpcio only for --connect: on
+    # the unix socket the command talks through the light wire transport
+    # (see wire.py).
     try:
         from . import render
-        from .client import Client, NetplumbError, socket_path
+        from .client import Client, NetplumbError, target
 
-        path = socket_path(getattr(args, "socket", None), env)
         timeout = getattr(args, "timeout", 30.0)
-        if client_factory is not None:
-            client = client_factory(path, timeout=timeout)
-        else:
-            client = Client(path, timeout=timeout, transport="wire")
+        try:
+            where = target(
+                getattr(args, "socket", None),
+                getattr(args, "connect", None),
+                getattr(args, "tls_cert", None),
+                getattr(args, "tls_key", None),
+                getattr(args, "tls_ca", None),
+                getattr(args, "insecure_tcp", False),
+                env,
+            )
+            if where.address:
+                tcp: dict[str, Any] = {
+                    "connect": where.address,
+                    "tls_cert": where.tls_cert,
+                    "tls_key": where.tls_key,
+                    "tls_ca": where.tls_ca,
+                    "insecure_tcp": where.insecure_tcp,
+                }
+                client = (client_factory or Client)(None, timeout=timeout, **tcp)
+            elif client_factory is not None:
+                client = client_factory(where.socket, timeout=timeout)
+            else:
+                client = Client(where.socket, timeout=timeout, transport="wire")
+        except ValueError as e:  # nothing was sent: a usage error
+            raise UsageError(f"netplumb: {e}") from None
         try:
             reply, kind = _dispatch(client, args)
         finally:
