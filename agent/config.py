@@ -75,7 +75,8 @@ def _apply(cfg: Config, doc: dict[str, Any], origin: str) -> Config:
         if isinstance(known[name].default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{origin}: key {key!r} must be true or false")
-        elif not isinstance(value, str) or not value:
+        elif not isinstance(value, str) or (not value and known[name].default != ""):
+            # "" is accepted where it is the default ("off", "automatic")
             raise ConfigError(f"{origin}: key {key!r} must be a non-empty string")
         values[name] = value
     cfg = replace(cfg, **values)
