@@ -29,11 +29,27 @@ from .core.model import (
     GuestRef,
     HostFeatures,
     IPAddress,
+    LinkKind,
     ObservedEndpoint,
     PeerRecord,
     RouteSpec,
 )
-from .core.ops import DeleteLink, DelOvsBridge, DelOvsPort, Op, OvsOp, Where, undo
+from .core.ops import (
+    AddRule,
+    CreateDummy,
+    CreateMacvlan,
+    CreateVeth,
+    DeleteLink,
+    DelOvsBridge,
+    DelOvsPort,
+    DelRule,
+    MoveToGuest,
+    Op,
+    OvsOp,
+    Where,
+    undo,
+)
+from .drivers.dhcp import DhcpDriver
 from .drivers.docker import DockerDriver
 from .drivers.netlink import NetlinkDriver
 from .drivers.netns import NetnsHandle, host_ident, netns_ident, open_netns
@@ -172,11 +188,17 @@ class Engine:
         ovs: OvsDriver | None = None,
         underlay_address: str = "",
         docker: DockerDriver | None = None,
+        dhcp: DhcpDriver | None = None,
+        tc: Callable[[NetnsHandle, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.store = store
         self.netlink = netlink
         self.ovs = ovs
         self.docker = docker
+        self.dhcp = dhcp
+        if dhcp is not None:
+            dhcp.on_exit = self._dhcp_restart
+        self.tc = tc
         self.underlay_address = underlay_address
         self._peer_lock = threading.Lock()
         self._memo = threading.local()
@@ -445,6 +467,13 @@ class Engine:
             log.info(
                 "container %s removed: its %d endpoint(s) removed", container_id[:12], len(mine)
             )
+            return
+        if action == "die":
+            # A kept DHCP client would hold the dead container's namespace
+            # (and its veth) alive: it goes, and comes back with the start.
+            for r in mine:
+                if r.spec.dhcp is not None and self.dhcp is not None:
+                    self.dhcp.stop(r.id)
             return
         if action not in ("start", "connected"):
             return
@@ -736,12 +765,14 @@ class Engine:
     def attach(self, want: EndpointSpec) -> EndpointView:
         started = time.perf_counter()
         eid = naming.endpoint_id(want.guest, want.ifname)
+        veth = want.kind is LinkKind.VETH
         with self._locks.guest(want.guest.key), self._claim(eid):
-            bridge = self._bridge_for_attach(want.bridge)
-            with self._locks.bridge(want.bridge).read(), ExitStack() as stack:
-                plan.check_endpoint_features(
-                    want.vlan, self.features, bridge.spec.kind is BridgeKind.OVS
-                )
+            bridge = self._bridge_for_attach(want.bridge) if veth else None
+            with ExitStack() as stack:
+                if veth:
+                    stack.enter_context(self._locks.bridge(want.bridge).read())
+                ovs_bridge = bridge is not None and bridge.spec.kind is BridgeKind.OVS
+                plan.check_endpoint_features(want.vlan, self.features, ovs_bridge, want.kind)
                 existing = self.store.endpoints().get(eid)
                 if existing is not None and existing.spec != want:
                     raise Conflict(
@@ -750,9 +781,9 @@ class Engine:
                         field="spec",
                         hint=f"detach it first: netplumb detach {want.guest} --ifname {want.ifname}",
                     )
-                host_ifname = want.host_ifname or naming.host_ifname(eid)
+                host_ifname = (want.host_ifname or naming.host_ifname(eid)) if veth else ""
                 for other in self.store.endpoints().values():
-                    if other.id != eid and other.host_ifname == host_ifname:
+                    if other.id != eid and host_ifname and other.host_ifname == host_ifname:
                         raise Conflict(
                             f"host interface name {host_ifname} is used by the endpoint of "
                             f"{other.guest} {other.ifname}",
@@ -768,10 +799,16 @@ class Engine:
                     )
                 stack.enter_context(self.netlink.scope(handle))
                 if existing is None:
-                    mtu = want.mtu or self._bridge_mtu(want.bridge)
-                    if mtu < spec.IPV6_MIN_MTU and _has_ipv6(want):
+                    parent, parent_mac, parent_mtu = self._resolve_parent(want, eid)
+                    if veth:
+                        mtu = want.mtu or self._bridge_mtu(want.bridge)
+                    elif want.kind is LinkKind.MACVLAN:
+                        mtu = want.mtu or parent_mtu  # pipework: the host interface's
+                    else:
+                        mtu = want.mtu  # 0: left as it is
+                    if mtu and mtu < spec.IPV6_MIN_MTU and _has_ipv6(want):
                         raise InvalidSpec(
-                            f"bridge {want.bridge} has MTU {mtu}, below {spec.IPV6_MIN_MTU}, "
+                            f"{want.bridge or parent} has MTU {mtu}, below {spec.IPV6_MIN_MTU}, "
                             "the minimum for IPv6",
                             field="spec.mtu",
                             hint="give --mtu 1280 or more, or raise the bridge's MTU",
@@ -780,11 +817,14 @@ class Engine:
                         spec=want,
                         id=eid,
                         host_ifname=host_ifname,
-                        mac=want.mac or naming.stable_mac(eid),
+                        mac=want.mac
+                        or ("" if want.kind is LinkKind.PHYS else naming.stable_mac(eid)),
                         mtu=mtu,
                         netns_id=handle.ident,
                         netns_path=handle.path,
                         guest_name=guest_name,
+                        parent=parent,
+                        parent_mac=parent_mac,
                     )
                 else:
                     record = replace(
@@ -794,22 +834,28 @@ class Engine:
                         guest_name=guest_name,
                     )
                 self._check_route_overlap(record)
-                if want.vlan and bridge.spec.kind is BridgeKind.LINUX:
+                if want.vlan and bridge is not None and bridge.spec.kind is BridgeKind.LINUX:
                     # Access ports mean nothing until the bridge filters VLANs.
                     seen_br = self.netlink.observe_bridge(want.bridge, addresses=False)
                     self._apply(
                         plan.plan_bridge_vlan(seen_br), None, rollback=False, what=want.bridge
                     )
                 ops = self._plumb(record, handle, fresh=existing is None)
+                try:
+                    self._dhcp_after(record, handle, ops)
+                except NetplumbError:
+                    if existing is None:
+                        self._undo(ops, handle, f"endpoint {eid}")
+                    raise
                 if record != existing:
                     self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
             if ops:
                 log.info(
-                    "endpoint %s attached: %s %s on bridge %s (%d ops, %.1f ms)",
+                    "endpoint %s attached: %s %s on %s (%d ops, %.1f ms)",
                     eid,
                     want.guest,
                     want.ifname,
-                    want.bridge,
+                    f"bridge {want.bridge}" if veth else f"{want.kind.value} {want.parent}",
                     len(ops),
                     (time.perf_counter() - started) * 1000,
                 )
@@ -833,6 +879,8 @@ class Engine:
         return done
 
     def _detach_one(self, record: EndpointRecord) -> None:
+        if self.dhcp is not None and record.spec.dhcp is not None:
+            self.dhcp.stop(record.id)
         with self._guest_scope(record) as handle:
             ovs, _ = self._bridge_context(record.spec.bridge)
             seen = self._observe_endpoint(record, handle, ovs, False)
@@ -841,12 +889,16 @@ class Engine:
         self.store.delete_endpoint(record.id)
         log.info("endpoint %s detached: %s %s", record.id, record.guest, record.ifname)
 
-    def find(self, guest: GuestRef, ifname: str) -> EndpointRecord:
+    def find(self, guest: GuestRef, ifname: str, any_ok: bool = False) -> EndpointRecord:
         """The endpoint of (guest, ifname); with ifname empty, the guest's only
-        endpoint."""
-        mine = [r for r in self.store.endpoints().values() if r.guest == guest]
+        endpoint (``any_ok``: its first one, by name)."""
+        mine = sorted(
+            (r for r in self.store.endpoints().values() if r.guest == guest), key=lambda r: r.ifname
+        )
         if ifname:
             mine = [r for r in mine if r.ifname == ifname]
+        if mine and any_ok:
+            return mine[0]
         if not mine:
             raise NotFound(
                 f"no endpoint for {guest}" + (f" {ifname}" if ifname else ""),
@@ -891,7 +943,7 @@ class Engine:
             )
         if _pid_reused(record, ident):
             return EndpointView(record, GUEST_MISSING, "the process has exited (its PID is reused)")
-        if record.host_ifname not in host_links:
+        if record.host_ifname and record.host_ifname not in host_links:
             return EndpointView(record, DEGRADED, f"host interface {record.host_ifname} is missing")
         return EndpointView(record)
 
@@ -951,6 +1003,158 @@ class Engine:
             self._apply(ops, handle, rollback=True, what=f"endpoint {new.id}")
             self._store_or_rollback(lambda: self.store.put_endpoint(new), ops, handle)
         return EndpointView(new)
+
+    # ---------------------------------------- macvlan / phys, rules, tc, dhcp
+
+    def _resolve_parent(self, want: EndpointSpec, eid: str) -> tuple[str, str, int]:
+        """(name, MAC, MTU) of a macvlan or phys endpoint's host interface,
+        ``mac:MAC`` resolved; ("", "", 0) for other kinds."""
+        if want.kind not in (LinkKind.MACVLAN, LinkKind.PHYS):
+            return "", "", 0
+        name = want.parent
+        if name.startswith("mac:"):
+            name = self.netlink.link_name_by_mac(name[4:])
+            if not name:
+                raise NotFound(
+                    f"no host interface has MAC {want.parent[4:]}",
+                    field="spec.parent",
+                    hint="'ip link' lists the host's interfaces and their MACs",
+                )
+        link = self.netlink.observe_host_link(name)
+        if link is None:
+            raise NotFound(
+                f"host interface {name} does not exist",
+                field="spec.parent",
+                hint="'ip link' lists the host's interfaces",
+            )
+        if naming.is_ours(link.alias):
+            raise Conflict(
+                f"host interface {name} is one netplumb made (a bridge, veth or tunnel)",
+                field="spec.parent",
+                hint="give a physical or other interface of the host",
+            )
+        if link.kind in ("bridge", "openvswitch"):
+            raise Conflict(
+                f"host interface {name} is a bridge",
+                field="spec.parent",
+                hint=f"attach to it with a veth pair instead: netplumb attach {name} ...",
+            )
+        if want.kind is LinkKind.PHYS:
+            for other in self.store.endpoints().values():
+                if other.id != eid and other.spec.kind is LinkKind.PHYS and other.parent == name:
+                    raise Conflict(
+                        f"host interface {name} is already in {other.guest} as {other.ifname}",
+                        field="spec.parent",
+                    )
+        return name, link.mac, link.mtu
+
+    def guest_command(
+        self, guest: GuestRef, ifname: str, tool: str, args: tuple[str, ...]
+    ) -> EndpointView:
+        """``pipework rule`` / ``pipework tc``: apply inside the guest and
+        record it with an endpoint, so it comes back after a restart."""
+        with self._locks.guest(guest.key):
+            if tool == "rule":
+                verb, rule = spec.ip_rule(args)
+                record = self._record_for(guest, ifname, rule.iif or rule.oif)
+                if verb == "add":
+                    if rule in record.rules:
+                        return EndpointView(record)
+                    updated = replace(record, rules=(*record.rules, rule))
+                    ops: tuple[Op, ...] = (AddRule(rule),)
+                else:
+                    updated = replace(record, rules=tuple(r for r in record.rules if r != rule))
+                    ops = (DelRule(rule),)
+                with self._guest_scope(record) as handle:
+                    if handle is None:
+                        raise PreconditionFailed(f"the guest {guest} is not running", field="guest")
+                    self._apply(ops, handle, rollback=True, what=f"endpoint {record.id}")
+                    if updated != record:
+                        self._store_or_rollback(
+                            lambda: self.store.put_endpoint(updated), ops, handle
+                        )
+                return EndpointView(updated)
+            if tool != "tc":
+                raise InvalidSpec(f"tool {tool!r} is not rule or tc", field="tool")
+            verb, dev, words = spec.tc_command(args)
+            record = self._record_for(guest, ifname, dev)
+            if self.tc is None:
+                raise DependencyUnavailable("this netplumbd cannot run tc", field="tool")
+            if verb == "add":
+                if words in record.tc:
+                    return EndpointView(record)
+                updated = replace(record, tc=(*record.tc, words))
+            else:
+                target = words[2:]  # after "OBJECT VERB"
+                updated = replace(
+                    record,
+                    tc=tuple(
+                        t for t in record.tc if t[0] != words[0] or t[2:][: len(target)] != target
+                    ),
+                )
+            with self._guest_scope(record) as handle:
+                if handle is None:
+                    raise PreconditionFailed(f"the guest {guest} is not running", field="guest")
+                self.tc(handle, words)
+                if updated != record:
+                    self.store.put_endpoint(updated)
+            return EndpointView(updated)
+
+    def _record_for(self, guest: GuestRef, ifname: str, dev: str) -> EndpointRecord:
+        """The endpoint a guest-wide rule or tc command is recorded with: the
+        one named, else the one its ``dev`` names, else the guest's first."""
+        if ifname:
+            return self.find(guest, ifname)
+        try:
+            return self.find(guest, dev, any_ok=True) if dev else self.find(guest, "", any_ok=True)
+        except NotFound:
+            return self.find(guest, "", any_ok=True)
+
+    def _dhcp_after(
+        self, record: EndpointRecord, handle: NetnsHandle, ops: tuple[Op, ...] | list[Op]
+    ) -> None:
+        """After an endpoint was plumbed: re-run its tc commands if its guest
+        interface is new, and (re)start its DHCP client when the interface
+        is new or a kept client is not running."""
+        created = any(
+            isinstance(op, CreateVeth | CreateMacvlan | CreateDummy | MoveToGuest) for op in ops
+        )
+        if created and record.tc and self.tc is not None:
+            for words in record.tc:
+                try:
+                    self.tc(handle, words)
+                except NetplumbError as e:
+                    log.error(
+                        "endpoint %s: re-applying 'tc %s' failed: %s", record.id, " ".join(words), e
+                    )
+        d = record.spec.dhcp
+        if d is None:
+            return
+        if self.dhcp is None:
+            raise DependencyUnavailable(
+                "this netplumbd runs without DHCP support", field="spec.dhcp"
+            )
+        if not created and (not d.keep or self.dhcp.running(record.id)):
+            return
+        self.dhcp.start(
+            record.id,
+            handle,
+            record.ifname,
+            d,
+            record.guest_name or record.guest.value.rsplit("/", 1)[-1],
+            lambda: self.netlink.has_ipv4(handle, record.ifname),
+        )
+
+    def _dhcp_restart(self, eid: str) -> None:
+        """A kept DHCP client died: re-converge its endpoint, which starts
+        it again if the guest is still there."""
+        record = self.store.endpoints().get(eid)
+        if record is None or record.spec.dhcp is None:
+            return
+        with self._locks.guest(record.guest.key), self._claim(eid):
+            current = self.store.endpoints().get(eid)
+            if current is not None:
+                self._converge_endpoint(current, repair=True)
 
     # ------------------------------------------------- check and reconcile
 
@@ -1073,14 +1277,16 @@ class Engine:
             want = self._desired(record)
             seen = self._observe_endpoint(record, handle, want.ovs, want.tx_checksum_off)
             ops = plan.plan_endpoint(want, seen, self.features)
-            if not ops:
-                return None
-            d = Drift("endpoint", record.id, _describe(record, seen), _strs(ops))
+            d = None
+            if ops:
+                d = Drift("endpoint", record.id, _describe(record, seen), _strs(ops))
             if repair:
-                self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
-                if record.netns_id != handle.ident:
-                    self.store.put_endpoint(replace(record, netns_id=handle.ident))
-                log.info("endpoint %s repaired: %s", record.id, "; ".join(_strs(ops)))
+                if ops:
+                    self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
+                    if record.netns_id != handle.ident:
+                        self.store.put_endpoint(replace(record, netns_id=handle.ident))
+                    log.info("endpoint %s repaired: %s", record.id, "; ".join(_strs(ops)))
+                self._dhcp_after(record, handle, ops)
             return d
 
     # ------------------------------------------------------------ helpers
@@ -1095,7 +1301,7 @@ class Engine:
         ours is replaced, a foreign one is a conflict).
         """
         what = f"endpoint {record.id}"
-        if fresh:
+        if fresh and record.spec.kind is LinkKind.VETH:
             want = self._desired(record)
             ops = plan.plan_endpoint(want, ObservedEndpoint(None, None), self.features)
             try:
@@ -1131,6 +1337,17 @@ class Engine:
         seen = self.netlink.observe_endpoint(
             record.host_ifname, record.ifname, handle, "" if ovs else record.spec.bridge
         )
+        kind = record.spec.kind
+        if kind in (LinkKind.MACVLAN, LinkKind.PHYS) and (
+            seen.guest is None or not seen.guest.alias
+        ):
+            want = plan.desired_endpoint(record, self.store.agent_id)
+            mac = record.parent_mac if kind is LinkKind.PHYS and not want.vlan_base else ""
+            parent = self.netlink.observe_host_link(want.parent, mac)
+            base = None
+            if parent is None and want.vlan_base:
+                base = self.netlink.observe_host_link(want.vlan_base, record.parent_mac)
+            seen = replace(seen, parent=parent, vlan_base=base)
         if ovs:
             port = self._need_ovs().observe_port(record.host_ifname)
             csum = None
@@ -1290,7 +1507,7 @@ def _pid_reused(record: EndpointRecord, ident: tuple[int, int]) -> bool:
 
 
 def _describe(record: EndpointRecord, seen: ObservedEndpoint) -> str:
-    if seen.host is None:
+    if seen.host is None and record.host_ifname:
         return f"{record.guest} {record.ifname}: host veth {record.host_ifname} is missing"
     if seen.guest is None:
         return f"{record.guest} {record.ifname}: interface missing in the guest"

@@ -33,12 +33,15 @@ from .core.model import (
     BridgeKind,
     BridgeRecord,
     BridgeSpec,
+    DhcpSpec,
     EndpointRecord,
     EndpointSpec,
     GuestKind,
     GuestRef,
+    LinkKind,
     PeerRecord,
     RouteSpec,
+    RuleSpec,
 )
 from .core.naming import new_agent_id
 from .errors import InternalError
@@ -346,6 +349,18 @@ def endpoint_to_json(rec: EndpointRecord) -> dict[str, Any]:
             "addresses": [str(a) for a in s.addresses],
             "gateways": [str(g) for g in s.gateways],
             "routes": [_route_to_json(r) for r in s.routes],
+            **({"kind": s.kind.value, "parent": s.parent} if s.kind is not LinkKind.VETH else {}),
+            **(
+                {
+                    "dhcp": {
+                        "client": s.dhcp.client,
+                        "options": list(s.dhcp.options),
+                        "keep": s.dhcp.keep,
+                    }
+                }
+                if s.dhcp is not None
+                else {}
+            ),
         },
         "host_ifname": rec.host_ifname,
         "mac": rec.mac,
@@ -354,7 +369,36 @@ def endpoint_to_json(rec: EndpointRecord) -> dict[str, Any]:
         "netns_path": rec.netns_path,
         "extra_routes": [_route_to_json(r) for r in rec.extra_routes],
         "guest_name": rec.guest_name,
+        **({"parent": rec.parent, "parent_mac": rec.parent_mac} if rec.parent else {}),
+        **({"rules": [_rule_to_json(r) for r in rec.rules]} if rec.rules else {}),
+        **({"tc": [list(t) for t in rec.tc]} if rec.tc else {}),
     }
+
+
+def _rule_to_json(r: RuleSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"family": r.family, "table": r.table}
+    for key in ("priority", "fwmark", "fwmask", "iif", "oif", "invert"):
+        if getattr(r, key):
+            out[key] = getattr(r, key)
+    for key in ("src", "dst"):
+        if getattr(r, key) is not None:
+            out[key] = str(getattr(r, key))
+    return out
+
+
+def _rule_from_json(d: dict[str, Any]) -> RuleSpec:
+    return RuleSpec(
+        family=int(d["family"]),
+        priority=int(d.get("priority", 0)),
+        table=int(d.get("table", 254)),
+        src=ipaddress.ip_network(d["src"]) if d.get("src") else None,
+        dst=ipaddress.ip_network(d["dst"]) if d.get("dst") else None,
+        fwmark=int(d.get("fwmark", 0)),
+        fwmask=int(d.get("fwmask", 0)),
+        iif=str(d.get("iif", "")),
+        oif=str(d.get("oif", "")),
+        invert=bool(d.get("invert", False)),
+    )
 
 
 def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
@@ -370,6 +414,15 @@ def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
         addresses=tuple(ipaddress.ip_interface(a) for a in s.get("addresses", [])),
         gateways=tuple(ipaddress.ip_address(g) for g in s.get("gateways", [])),
         routes=tuple(_route_from_json(r) for r in s.get("routes", [])),
+        kind=LinkKind(s.get("kind", "veth")),
+        parent=str(s.get("parent", "")),
+        dhcp=DhcpSpec(
+            client=str(s["dhcp"]["client"]),
+            options=tuple(str(o) for o in s["dhcp"].get("options", [])),
+            keep=bool(s["dhcp"].get("keep", False)),
+        )
+        if s.get("dhcp")
+        else None,
     )
     nid = d.get("netns_id")
     return EndpointRecord(
@@ -382,6 +435,10 @@ def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
         netns_path=d.get("netns_path", ""),
         extra_routes=tuple(_route_from_json(r) for r in d.get("extra_routes", [])),
         guest_name=str(d.get("guest_name", "")),
+        parent=str(d.get("parent", "")),
+        parent_mac=str(d.get("parent_mac", "")),
+        rules=tuple(_rule_from_json(r) for r in d.get("rules", [])),
+        tc=tuple(tuple(str(w) for w in t) for t in d.get("tc", [])),
     )
 
 

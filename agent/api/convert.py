@@ -12,6 +12,7 @@ from ..core.model import (
     EndpointSpec,
     GuestRef,
     IPAddress,
+    LinkKind,
     RouteSpec,
 )
 from ..core.plan import endpoint_routes
@@ -35,6 +36,19 @@ _TUNNEL_IN = {
     pb.TUNNEL_TYPE_GRE: "gre",
 }
 _TUNNEL_OUT = {v: k for k, v in _TUNNEL_IN.items() if v}
+_LINK_IN = {
+    pb.ENDPOINT_KIND_UNSPECIFIED: "veth",
+    pb.ENDPOINT_KIND_VETH: "veth",
+    pb.ENDPOINT_KIND_MACVLAN: "macvlan",
+    pb.ENDPOINT_KIND_PHYS: "phys",
+    pb.ENDPOINT_KIND_DUMMY: "dummy",
+}
+_LINK_OUT = {
+    LinkKind.VETH: pb.ENDPOINT_KIND_VETH,
+    LinkKind.MACVLAN: pb.ENDPOINT_KIND_MACVLAN,
+    LinkKind.PHYS: pb.ENDPOINT_KIND_PHYS,
+    LinkKind.DUMMY: pb.ENDPOINT_KIND_DUMMY,
+}
 _STATE_OUT = {
     GUEST_MISSING: pb.ENDPOINT_STATE_GUEST_MISSING,
     DEGRADED: pb.ENDPOINT_STATE_DEGRADED,
@@ -118,8 +132,17 @@ def endpoint_spec_in(m: pb.EndpointSpec, guest: GuestRef) -> EndpointSpec:
             "endpoint names are published in cluster mode, which this version does not implement",
             field="spec.name",
         )
+    if m.kind not in _LINK_IN:
+        raise InvalidSpec(f"spec.kind {m.kind} is not an endpoint kind", field="spec.kind")
+    dhcp = None
     if m.HasField("dhcp"):
-        raise Unimplemented("DHCP is not implemented in this version", field="spec.dhcp")
+        dhcp = spec.dhcp_spec(m.dhcp.client, list(m.dhcp.options), m.dhcp.keep)
+        if any(":" not in a for a in m.addresses) or any(":" not in g for g in m.gateways):
+            raise InvalidSpec(
+                "with DHCP, the IPv4 address and gateway come from the lease; "
+                "spec.addresses and spec.gateways may hold IPv6 only",
+                field="spec.addresses",
+            )
     return spec.endpoint_spec(
         bridge=m.bridge,
         guest_ref=guest,
@@ -131,6 +154,9 @@ def endpoint_spec_in(m: pb.EndpointSpec, guest: GuestRef) -> EndpointSpec:
         addresses=list(m.addresses),
         gateways=list(m.gateways),
         routes=[(r.destination, r.via, r.metric) for r in m.routes],
+        kind=_LINK_IN[m.kind],
+        parent=m.parent,
+        dhcp=dhcp,
     )
 
 
@@ -159,6 +185,11 @@ def endpoint_out(v: EndpointView) -> pb.Endpoint:
             addresses=[str(a) for a in s.addresses],
             gateways=[str(g) for g in s.gateways],
             routes=[route_out(r) for r in s.routes],
+            kind=_LINK_OUT[s.kind],
+            parent=s.parent,
+            dhcp=pb.Dhcp(client=s.dhcp.client, options=list(s.dhcp.options), keep=s.dhcp.keep)
+            if s.dhcp is not None
+            else None,
         ),
         id=rec.id,
         guest=s.guest.key,
@@ -174,6 +205,9 @@ def endpoint_out(v: EndpointView) -> pb.Endpoint:
         bridge=s.bridge,
         vlan=s.vlan,
         state_detail=v.detail,
+        rules=[str(r) for r in rec.rules],
+        tc=[pb.TcCommand(args=list(t)) for t in rec.tc],
+        parent=rec.parent,
     )
 
 

@@ -136,6 +136,21 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
 
         return guarded("DeleteRoute", call, context)
 
+    def GuestCommand(
+        self, request: pb.GuestCommandRequest, context: grpc.ServicerContext
+    ) -> pb.Endpoint:
+        def call() -> pb.Endpoint:
+            guest = self.engine.resolve_guest(request.guest)
+            ifname = spec.ifname(request.ifname, "ifname") if request.ifname else ""
+            if request.tool not in ("rule", "tc"):
+                raise InvalidSpec(f"tool {request.tool[:32]!r} is not rule or tc", field="tool")
+            args = spec.command_args(list(request.args), "args")
+            return convert.endpoint_out(
+                self.engine.guest_command(guest, ifname, request.tool, args)
+            )
+
+        return guarded("GuestCommand", call, context)
+
     # not yet implemented: say so, never pretend
 
     def _later(self, what: str, context: grpc.ServicerContext) -> Any:

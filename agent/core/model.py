@@ -29,6 +29,15 @@ class BridgeKind(enum.Enum):
     AUTO = "auto"
 
 
+class LinkKind(enum.Enum):
+    """What the guest's interface is (pipework's host-interface modes)."""
+
+    VETH = "veth"  # a veth pair whose host end is a bridge port
+    MACVLAN = "macvlan"  # a macvlan (bridge mode) on a host interface
+    PHYS = "phys"  # the host interface itself, moved into the guest
+    DUMMY = "dummy"  # a dummy interface in the guest
+
+
 class GuestKind(enum.Enum):
     NETNS = "netns"  # /run/netns/NAME
     PID = "pid"  # /proc/PID/ns/net
@@ -98,6 +107,47 @@ class BridgeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DhcpSpec:
+    """A DHCP client run inside the guest's namespace for the interface."""
+
+    client: str  # "udhcpc", "dhclient" or "dhcpcd" (resolved; never "dhcp")
+    options: tuple[str, ...] = ()
+    keep: bool = False  # keep it running to renew the lease
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """A policy routing rule inside a guest (``pipework rule``)."""
+
+    family: int  # 4 or 6
+    priority: int = 0  # 0: the kernel picks one
+    table: int = 254
+    src: IPNetwork | None = None
+    dst: IPNetwork | None = None
+    fwmark: int = 0
+    fwmask: int = 0
+    iif: str = ""
+    oif: str = ""
+    invert: bool = False
+
+    def __str__(self) -> str:
+        words = ["not"] if self.invert else []
+        if self.priority:
+            words += ["priority", str(self.priority)]
+        words += ["from", str(self.src) if self.src is not None else "all"]
+        if self.dst is not None:
+            words += ["to", str(self.dst)]
+        if self.fwmark:
+            words += ["fwmark", f"{self.fwmark:#x}" + (f"/{self.fwmask:#x}" if self.fwmask else "")]
+        if self.iif:
+            words += ["iif", self.iif]
+        if self.oif:
+            words += ["oif", self.oif]
+        words += ["lookup", str(self.table)]
+        return " ".join(words)
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointSpec:
     """A validated attach request with every default still unresolved
     (``mtu`` 0, ``mac`` None, ``host_ifname`` None mean "derive")."""
@@ -112,6 +162,11 @@ class EndpointSpec:
     addresses: tuple[IPInterface, ...] = ()
     gateways: tuple[IPAddress, ...] = ()
     routes: tuple[RouteSpec, ...] = ()
+    # MACVLAN and PHYS: the host interface ("mac:MAC" picks it by address);
+    # ``bridge`` is then empty.
+    kind: LinkKind = LinkKind.VETH
+    parent: str = ""
+    dhcp: DhcpSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +189,15 @@ class EndpointRecord:
     # Docker guests: the container's name when it was attached (for display,
     # and to find its endpoints by name once it is gone).
     guest_name: str = ""
+    # MACVLAN and PHYS: the host interface as resolved at attach ("mac:" and
+    # all); PHYS: its own MAC then, by which it is found again when a dead
+    # namespace hands it back to the host under another name.
+    parent: str = ""
+    parent_mac: str = ""
+    # Added later with ``pipework rule`` / ``pipework tc``; re-applied
+    # whenever the guest interface is created again.
+    rules: tuple[RuleSpec, ...] = ()
+    tc: tuple[tuple[str, ...], ...] = ()
 
     @property
     def guest(self) -> GuestRef:
@@ -160,6 +224,14 @@ class DesiredEndpoint:
     routes: tuple[RouteSpec, ...]  # gateways expanded into default routes
     ovs: bool = False  # the bridge is an OVS bridge: the host end is an OVS port
     tx_checksum_off: bool = False  # userspace OVS datapath: see SetTxChecksum
+    kind: LinkKind = LinkKind.VETH
+    # MACVLAN: the link to build on (``<if>.<vid>`` with a VLAN); PHYS: the
+    # host interface to move in. ``vlan_base``: the NIC under ``<if>.<vid>``.
+    parent: str = ""
+    vlan_base: str = ""
+    parent_mac: str = ""  # PHYS: restored on the way back to the host
+    dhcp: bool = False  # IPv4 addresses beyond ``addresses`` are the client's
+    rules: tuple[RuleSpec, ...] = ()
 
 
 # ------------------------------------------------------------ observations
@@ -200,6 +272,9 @@ class ObservedEndpoint:
     guest: ObservedLink | None
     ovs_port: ObservedOvsPort | None = None  # OVS bridges: the host end's port row
     guest_tx_checksum: bool | None = None  # tx checksum offload of the guest end
+    # MACVLAN and PHYS: the host interface (PHYS: None once it is in the guest)
+    parent: ObservedLink | None = None
+    vlan_base: ObservedLink | None = None  # the NIC under a VLAN sub-interface
 
 
 @dataclass(frozen=True, slots=True)

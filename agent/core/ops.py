@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .model import IPInterface, RouteSpec
+from .model import IPInterface, RouteSpec, RuleSpec
 
 
 class Where(enum.Enum):
@@ -46,6 +46,89 @@ class CreateVeth:
     def __str__(self) -> str:
         on = f" on bridge {self.bridge}" if self.bridge else ""
         return f"create veth {self.host_ifname}{on} <-> guest {self.guest_ifname} mtu {self.mtu}"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateMacvlan:
+    """A macvlan in bridge mode on the host link ``parent``, created directly
+    inside the guest namespace as ``guest_ifname``."""
+
+    parent: str
+    guest_ifname: str
+    mac: str
+    mtu: int
+    alias: str
+
+    def __str__(self) -> str:
+        return f"create macvlan {self.guest_ifname} (guest) on {self.parent} mtu {self.mtu}"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDummy:
+    """A dummy interface created directly inside the guest namespace."""
+
+    guest_ifname: str
+    mac: str
+    alias: str
+
+    def __str__(self) -> str:
+        return f"create dummy {self.guest_ifname} (guest)"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateVlanLink:
+    """The 802.1Q sub-interface ``name`` (``<base>.<vid>``) of a host NIC, up."""
+
+    base: str
+    name: str
+    vid: int
+    alias: str
+
+    def __str__(self) -> str:
+        return f"create VLAN {self.vid} sub-interface {self.name} of {self.base}"
+
+
+@dataclass(frozen=True, slots=True)
+class MoveToGuest:
+    """Move the host link ``name`` into the guest namespace, renamed to
+    ``guest_ifname`` in the same step (--direct-phys)."""
+
+    name: str
+    guest_ifname: str
+    alias: str
+
+    def __str__(self) -> str:
+        return f"move host interface {self.name} into the guest as {self.guest_ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class MoveToHost:
+    """Give a moved-in interface back to the host under its own name and MAC."""
+
+    guest_ifname: str
+    name: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"move {self.guest_ifname} back to the host as {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddRule:
+    """A policy routing rule in the guest namespace."""
+
+    rule: RuleSpec
+
+    def __str__(self) -> str:
+        return f"add rule {self.rule} (guest)"
+
+
+@dataclass(frozen=True, slots=True)
+class DelRule:
+    rule: RuleSpec
+
+    def __str__(self) -> str:
+        return f"remove rule {self.rule} (guest)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +370,13 @@ OvsOp = AddOvsBridge | DelOvsBridge | AddOvsPort | DelOvsPort | SetOvsPortTag
 Op = (
     CreateBridge
     | CreateVeth
+    | CreateMacvlan
+    | CreateDummy
+    | CreateVlanLink
+    | MoveToGuest
+    | MoveToHost
+    | AddRule
+    | DelRule
     | DeleteLink
     | SetMaster
     | SetPortVlan
@@ -317,8 +407,14 @@ def undo(op: Op) -> Op | None:
     the change is harmless to leave)."""
     if isinstance(op, CreateVeth):
         return DeleteLink(Where.HOST, op.host_ifname)
-    if isinstance(op, CreateBridge):
+    if isinstance(op, CreateBridge | CreateVlanLink):
         return DeleteLink(Where.HOST, op.name)
+    if isinstance(op, CreateMacvlan | CreateDummy):
+        return DeleteLink(Where.GUEST, op.guest_ifname)
+    if isinstance(op, MoveToGuest):
+        return MoveToHost(op.guest_ifname, op.name, "")
+    if isinstance(op, AddRule):
+        return DelRule(op.rule)
     if isinstance(op, AddAddress):
         return DelAddress(op.where, op.name, op.address)
     if isinstance(op, AddRoute):

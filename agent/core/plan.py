@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..errors import Conflict, KernelFeatureMissing
+from ..errors import Conflict, KernelFeatureMissing, NotFound
 from . import naming
 from .model import (
     BridgeRecord,
@@ -21,6 +21,7 @@ from .model import (
     EndpointRecord,
     HostFeatures,
     IPInterface,
+    LinkKind,
     ObservedBridge,
     ObservedEndpoint,
     ObservedLink,
@@ -31,13 +32,19 @@ from .ops import (
     AddAddress,
     AddOvsPort,
     AddRoute,
+    AddRule,
     Announce,
     CreateBridge,
+    CreateDummy,
+    CreateMacvlan,
     CreateVeth,
+    CreateVlanLink,
     DelAddress,
     DeleteLink,
     DelOvsPort,
     DelRoute,
+    MoveToGuest,
+    MoveToHost,
     Op,
     SetBridgeVlanFiltering,
     SetMac,
@@ -84,6 +91,9 @@ def desired_endpoint(
     """Resolve a stored endpoint into what must exist on the host. ``ovs``:
     its bridge is an OVS bridge; ``tx_checksum_off``: a userspace one."""
     spec = record.spec
+    parent, base = record.parent, ""
+    if spec.kind in (LinkKind.MACVLAN, LinkKind.PHYS) and spec.vlan:
+        parent, base = vlan_link_name(record.parent, spec.vlan), record.parent
     return DesiredEndpoint(
         id=record.id,
         alias=naming.endpoint_alias(record.id, agent_id),
@@ -97,12 +107,43 @@ def desired_endpoint(
         routes=endpoint_routes(record),
         ovs=ovs,
         tx_checksum_off=tx_checksum_off,
+        kind=spec.kind,
+        parent=parent,
+        vlan_base=base,
+        parent_mac=record.parent_mac,
+        dhcp=spec.dhcp is not None,
+        rules=record.rules,
     )
 
 
-def check_endpoint_features(spec_vlan: int, features: HostFeatures, ovs: bool = False) -> None:
+def vlan_link_name(base: str, vid: int) -> str:
+    """pipework's name of an 802.1Q sub-interface, ``<if>.<vid>``."""
+    return f"{base}.{vid}"
+
+
+def check_endpoint_features(
+    spec_vlan: int, features: HostFeatures, ovs: bool = False, kind: LinkKind = LinkKind.VETH
+) -> None:
     """Refuse what this kernel cannot do, before anything is touched. (OVS
     ports take VLAN tags whatever the kernel.)"""
+    if kind is LinkKind.DUMMY and not features.dummy:
+        raise KernelFeatureMissing(
+            "dummy",
+            "cannot create a dummy interface in the guest: the kernel lacks dummy interfaces",
+            field="spec.kind",
+            hint="load the dummy module (modprobe dummy), or attach to a bridge instead",
+        )
+    if kind in (LinkKind.MACVLAN, LinkKind.PHYS):
+        if spec_vlan and not features.vlan_8021q:
+            raise KernelFeatureMissing(
+                "8021q",
+                f"cannot create the VLAN {spec_vlan} sub-interface: the kernel lacks 802.1Q "
+                "VLAN devices",
+                field="spec.vlan",
+                hint="load the 8021q module (modprobe 8021q), or use an OVS bridge, whose "
+                "ports take VLAN tags",
+            )
+        return
     if spec_vlan and not ovs and not features.bridge_vlan_filtering:
         raise KernelFeatureMissing(
             "bridge-vlan-filtering",
@@ -117,10 +158,10 @@ def plan_endpoint(
     want: DesiredEndpoint, seen: ObservedEndpoint, features: HostFeatures
 ) -> tuple[Op, ...]:
     """Operations that make the host match ``want``."""
-    check_endpoint_features(want.vlan, features, want.ovs)
+    check_endpoint_features(want.vlan, features, want.ovs, want.kind)
     alias = want.alias
     host, guest = seen.host, seen.guest
-    if host is not None and host.alias != alias:
+    if want.kind is LinkKind.VETH and host is not None and host.alias != alias:
         raise Conflict(
             f"host interface {want.host_ifname} already exists and netplumb did not create it "
             "for this endpoint",
@@ -133,6 +174,10 @@ def plan_endpoint(
             field="spec.ifname",
             hint="choose another --ifname",
         )
+    if want.kind is not LinkKind.VETH:
+        if guest is not None and (want.kind is LinkKind.PHYS or guest.kind == want.kind.value):
+            return _plan_guest_update(want, guest)
+        return _plan_fresh_other(want, seen)
     paired = (
         host is not None
         and guest is not None
@@ -173,11 +218,66 @@ def _plan_fresh(
             ops.append(SetTxChecksum(Where.GUEST, want.ifname, on=False))
     elif want.vlan:
         ops.append(SetPortVlan(want.host_ifname, want.vlan))
+    ops.extend(_configure_fresh(want))
+    return tuple(ops)
+
+
+def _configure_fresh(want: DesiredEndpoint) -> list[Op]:
+    """Addresses, link up, routes, rules and announcements of a guest
+    interface that was just created (or moved in)."""
+    ops: list[Op] = []
     ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in want.addresses)
     ops.append(SetUp(Where.GUEST, want.ifname))
     ops.extend(AddRoute(want.ifname, r) for r in _route_order(want.routes))
+    ops.extend(AddRule(r) for r in want.rules)
     if want.addresses:
         ops.append(Announce(want.ifname, want.mac, want.addresses))
+    return ops
+
+
+def _plan_fresh_other(want: DesiredEndpoint, seen: ObservedEndpoint) -> tuple[Op, ...]:
+    """A macvlan, a moved-in host interface or a dummy, from scratch."""
+    ops: list[Op] = []
+    if seen.guest is not None:
+        ops.append(DeleteLink(Where.GUEST, want.ifname))
+    if want.kind is LinkKind.DUMMY:
+        ops.append(CreateDummy(want.ifname, want.mac, want.alias))
+        ops.extend(_configure_fresh(want))
+        return tuple(ops)
+    parent = seen.parent
+    if parent is None and want.vlan_base:
+        if seen.vlan_base is None:
+            raise NotFound(
+                f"host interface {want.vlan_base} does not exist",
+                field="spec.parent",
+                hint="'ip link' lists the host's interfaces",
+            )
+        ops.append(CreateVlanLink(want.vlan_base, want.parent, want.vlan, want.alias))
+    elif parent is None:
+        raise NotFound(
+            f"host interface {want.parent} does not exist"
+            + (" (is it in another namespace now?)" if want.kind is LinkKind.PHYS else ""),
+            field="spec.parent",
+            hint="'ip link' lists the host's interfaces",
+        )
+    elif parent.kind == "bridge" or parent.kind == "openvswitch":
+        raise Conflict(
+            f"host interface {want.parent} is a bridge",
+            field="spec.parent",
+            hint="attach to a bridge with a veth pair instead (give it as the bridge)",
+        )
+    if want.kind is LinkKind.MACVLAN:
+        if parent is not None and not parent.up:
+            ops.append(SetUp(Where.HOST, want.parent))  # pipework does the same
+        ops.append(CreateMacvlan(want.parent, want.ifname, want.mac, want.mtu, want.alias))
+    else:
+        name = parent.name if parent is not None else want.parent
+        ops.append(MoveToGuest(name, want.ifname, want.alias))
+        if want.mac:
+            ops.append(SetMac(Where.GUEST, want.ifname, want.mac))
+        if want.mtu and (parent is None or parent.mtu != want.mtu):
+            ops.append(SetMtu(Where.GUEST, want.ifname, want.mtu))
+    ops.extend(_configure_fresh(want))
     return tuple(ops)
 
 
@@ -208,13 +308,22 @@ def _plan_update(
             ops.append(SetPortVlan(want.host_ifname, want.vlan))
     if host.mtu != want.mtu:
         ops.append(SetMtu(Where.HOST, want.host_ifname, want.mtu))
-    if guest.mtu != want.mtu:
-        ops.append(SetMtu(Where.GUEST, want.ifname, want.mtu))
-    if guest.mac != want.mac:
-        ops.append(SetMac(Where.GUEST, want.ifname, want.mac))
     if not host.up:
         ops.append(SetUp(Where.HOST, want.host_ifname))
+    return (*ops, *_plan_guest_update(want, guest))
+
+
+def _plan_guest_update(want: DesiredEndpoint, guest: ObservedLink) -> tuple[Op, ...]:
+    """Bring an existing guest interface of ours back to its spec."""
+    ops: list[Op] = []
+    if want.mtu and guest.mtu != want.mtu:
+        ops.append(SetMtu(Where.GUEST, want.ifname, want.mtu))
+    if want.mac and guest.mac != want.mac:
+        ops.append(SetMac(Where.GUEST, want.ifname, want.mac))
     have = {a for a in guest.addresses if not _kernel_managed(a)}
+    if want.dhcp:
+        # The DHCP client's IPv4 lease is not netplumb's to remove.
+        have = {a for a in have if a.version == 6 or a in want.addresses}
     wanted = set(want.addresses)
     removed = _addr_order(have - wanted)
     ops.extend(DelAddress(Where.GUEST, want.ifname, a) for a in removed)
@@ -250,13 +359,19 @@ def _plan_update(
 
 def plan_detach(record: EndpointRecord, seen: ObservedEndpoint, agent_id: str) -> tuple[Op, ...]:
     """Remove what attach made. Deleting one veth end deletes both, and with
-    the guest end go its addresses and routes. Objects not tagged for this
+    the guest end go its addresses and routes; a moved-in host interface goes
+    back to the host under its own name and MAC. Objects not tagged for this
     endpoint are left alone."""
     alias = naming.endpoint_alias(record.id, agent_id)
     ops: list[Op] = []
+    ours = seen.guest is not None and seen.guest.alias == alias
+    if record.spec.kind is LinkKind.PHYS:
+        if ours:
+            ops.append(MoveToHost(record.ifname, _phys_name(record), record.parent_mac))
+        return tuple(ops)
     if seen.host is not None and seen.host.alias == alias:
         ops.append(DeleteLink(Where.HOST, record.host_ifname))
-    elif seen.guest is not None and seen.guest.alias == alias:
+    elif ours:
         ops.append(DeleteLink(Where.GUEST, record.ifname))
     port = seen.ovs_port
     if (
@@ -266,6 +381,11 @@ def plan_detach(record: EndpointRecord, seen: ObservedEndpoint, agent_id: str) -
     ):
         ops.append(DelOvsPort(record.host_ifname))  # the row outlives the veth otherwise
     return tuple(ops)
+
+
+def _phys_name(record: EndpointRecord) -> str:
+    spec = record.spec
+    return vlan_link_name(record.parent, spec.vlan) if spec.vlan else record.parent
 
 
 def plan_bridge(

@@ -15,13 +15,16 @@ from .model import (
     DEFAULT_IFNAME,
     BridgeKind,
     BridgeSpec,
+    DhcpSpec,
     EndpointSpec,
     GuestKind,
     GuestRef,
     IPAddress,
     IPInterface,
     IPNetwork,
+    LinkKind,
     RouteSpec,
+    RuleSpec,
 )
 
 IFNAMSIZ = 15
@@ -33,6 +36,9 @@ PID_MAX = 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
 MAX_ADDRESSES = 64
 MAX_ROUTES = 256
 MAX_PATH = 4096
+MAX_ARGS = 64  # words of a rule or tc command
+MAX_ARG_LEN = 256
+DHCP_CLIENTS = ("dhcp", "udhcpc", "dhclient", "dhcpcd")  # "dhcp": any installed
 
 _IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 _NETNS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
@@ -337,10 +343,40 @@ def endpoint_spec(
     addresses: Sequence[str] = (),
     gateways: Sequence[str] = (),
     routes: Sequence[tuple[str, str, int]] = (),
+    kind: str = "",
+    parent: str = "",
+    dhcp: DhcpSpec | None = None,
 ) -> EndpointSpec:
     """Validate an attach request. ``guest_ref`` is already parsed (and, for
-    Docker, resolved to the container's full id)."""
-    bridge = ifname(bridge, "spec.bridge")
+    Docker, resolved to the container's full id); ``dhcp`` has its client
+    resolved (see ``dhcp_spec``)."""
+    link = link_kind(kind, "spec.kind")
+    if link is LinkKind.VETH:
+        bridge = ifname(bridge, "spec.bridge")
+        if parent:
+            raise InvalidSpec(
+                "spec.parent is for macvlan and phys endpoints; a veth endpoint has a bridge",
+                field="spec.parent",
+            )
+    else:
+        if bridge:
+            raise InvalidSpec(
+                f"spec.bridge is for veth endpoints; a {link.value} endpoint has none",
+                field="spec.bridge",
+                hint="give the host interface as spec.parent" if link is not LinkKind.DUMMY else "",
+            )
+        if link is LinkKind.DUMMY:
+            if parent:
+                raise InvalidSpec("a dummy endpoint has no spec.parent", field="spec.parent")
+        else:
+            parent = parent_interface(parent, "spec.parent")
+        if host_ifname:
+            raise InvalidSpec(
+                f"spec.host_ifname names a veth's host end; a {link.value} endpoint has none",
+                field="spec.host_ifname",
+            )
+        if vlan_value and link is LinkKind.DUMMY:
+            raise InvalidSpec("a dummy endpoint has no VLAN", field="spec.vlan")
     name = ifname(ifname_value or DEFAULT_IFNAME, "spec.ifname")
     host = ifname(host_ifname, "spec.host_ifname") if host_ifname else None
     if len(addresses) > MAX_ADDRESSES:
@@ -399,7 +435,157 @@ def endpoint_spec(
         addresses=_sorted_addrs(addrs),
         gateways=tuple(sorted(gws, key=lambda g: (g.version, int(g)))),
         routes=tuple(sorted(rts, key=_route_key)),
+        kind=link,
+        parent=parent,
+        dhcp=dhcp,
     )
+
+
+def link_kind(value: str, field: str) -> LinkKind:
+    try:
+        return LinkKind(value or "veth")
+    except ValueError:
+        raise InvalidSpec(
+            f"{field} {_show(value)} is not an endpoint kind; use veth, macvlan, phys or dummy",
+            field=field,
+        ) from None
+
+
+def parent_interface(value: str, field: str) -> str:
+    """A host interface by name, or ``mac:MAC`` (the interface with that MAC)."""
+    if not value:
+        raise InvalidSpec(f"{field} is required: the host interface", field=field)
+    if value.startswith("mac:"):
+        return "mac:" + mac(value[4:], field)
+    return ifname(value, field)
+
+
+def dhcp_spec(
+    client: str, options: Sequence[str], keep: bool, field: str = "spec.dhcp"
+) -> DhcpSpec:
+    """A DHCP request with its client already chosen (``dhcp`` resolved by
+    the agent to an installed client)."""
+    if client not in DHCP_CLIENTS:
+        raise InvalidSpec(
+            f"{field}.client {_show(client)} is not a DHCP client netplumb runs",
+            field=f"{field}.client",
+            hint="use udhcpc, dhclient, dhcpcd, or dhcp (any installed one)",
+        )
+    return DhcpSpec(client=client, options=command_args(options, f"{field}.options"), keep=keep)
+
+
+def command_args(args: Sequence[str], field: str) -> tuple[str, ...]:
+    """Words handed to a program as an argument list (never to a shell):
+    bounded, printable, no NUL."""
+    if len(args) > MAX_ARGS:
+        raise InvalidSpec(f"{field} has more than {MAX_ARGS} words", field=field)
+    for i, a in enumerate(args):
+        if not a or len(a) > MAX_ARG_LEN or not a.isprintable():
+            raise InvalidSpec(
+                f"{field}[{i}] {_show(a)} is empty, too long or not printable",
+                field=f"{field}[{i}]",
+            )
+    return tuple(args)
+
+
+_RULE_TABLES = {"main": 254, "local": 255, "default": 253}
+
+
+def ip_rule(args: Sequence[str], field: str = "args") -> tuple[str, RuleSpec]:
+    """``ip rule`` arguments as pipework passed them: ``[add|del] [not]
+    [from PREFIX] [to PREFIX] [fwmark N[/M]] [iif IF] [oif IF]
+    [priority N] [table|lookup ID]``, ``-6`` first for IPv6. Returns the verb
+    ("add" or "del") and the rule."""
+    words = list(command_args(args, field))
+    family = 0
+    if words and words[0] in ("-4", "-6"):
+        family = int(words.pop(0)[1])
+    verb = "add"
+    if words and words[0] in ("add", "del", "delete"):
+        verb = "del" if words.pop(0) != "add" else "add"
+    kw: dict[str, object] = {}
+    nets: list[IPNetwork] = []
+    if words and words[0] == "not":
+        kw["invert"] = True
+        words.pop(0)
+    while words:
+        key = words.pop(0)
+        if not words:
+            raise InvalidSpec(f"{field}: {_show(key)} needs a value", field=field)
+        value = words.pop(0)
+        if key in ("from", "to"):
+            if value == "all":
+                continue
+            net = _rule_prefix(value, f"{field}: {key}")
+            nets.append(net)
+            kw["src" if key == "from" else "dst"] = net
+        elif key == "fwmark":
+            mark, _, mask = value.partition("/")
+            kw["fwmark"] = _number(mark, f"{field}: fwmark", 0xFFFFFFFF)
+            kw["fwmask"] = _number(mask, f"{field}: fwmark mask", 0xFFFFFFFF) if mask else 0
+        elif key in ("iif", "oif"):
+            kw[key] = ifname(value, f"{field}: {key}")
+        elif key in ("priority", "pref", "preference"):
+            kw["priority"] = _number(value, f"{field}: priority", 0xFFFFFFFF)
+        elif key in ("table", "lookup"):
+            kw["table"] = _RULE_TABLES.get(value) or _number(value, f"{field}: table", 0xFFFFFFFF)
+        else:
+            raise InvalidSpec(
+                f"{field}: {_show(key)} is not supported",
+                field=field,
+                hint="netplumb records rules of the form [not] [from P] [to P] [fwmark N[/M]] "
+                "[iif IF] [oif IF] [priority N] [table ID]",
+            )
+    versions = {n.version for n in nets}
+    if len(versions) > 1 or (family and versions and versions != {family}):
+        raise InvalidSpec(f"{field}: mixes IPv4 and IPv6", field=field)
+    kw["family"] = family or (versions.pop() if versions else 4)
+    return verb, RuleSpec(**kw)  # type: ignore[arg-type]
+
+
+def _rule_prefix(value: str, field: str) -> IPNetwork:
+    _no_scope_id(value, field)
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise InvalidSpec(
+            f"{field} {_show(value)} is not an address or prefix", field=field
+        ) from None
+
+
+def _number(value: str, field: str, top: int) -> int:
+    try:
+        n = int(value, 0)
+    except ValueError:
+        raise InvalidSpec(f"{field} {_show(value)} is not a number", field=field) from None
+    if not 0 <= n <= top:
+        raise InvalidSpec(f"{field} {n} is out of range", field=field)
+    return n
+
+
+TC_OBJECTS = ("qdisc", "class", "filter")
+
+
+def tc_command(args: Sequence[str], field: str = "args") -> tuple[str, str, tuple[str, ...]]:
+    """``tc`` arguments as pipework passed them: ``OBJECT VERB dev IF ...``.
+    Returns (verb, the interface, the words); the words go to ``tc`` as an
+    argument list."""
+    words = command_args(args, field)
+    if len(words) < 4 or words[0] not in TC_OBJECTS:
+        raise InvalidSpec(
+            f"{field}: expected qdisc|class|filter VERB dev IF ..., got {_show(' '.join(words))}",
+            field=field,
+            hint="e.g. pipework tc GUEST qdisc add dev eth1 root netem delay 10ms",
+        )
+    verb = words[1]
+    if verb not in ("add", "replace", "change", "del", "delete"):
+        raise InvalidSpec(
+            f"{field}: tc {words[0]} {_show(verb)} is not recorded; use add, replace, change or del",
+            field=field,
+        )
+    if words[2] != "dev":
+        raise InvalidSpec(f"{field}: 'dev IF' must follow the verb", field=field)
+    return ("del" if verb in ("del", "delete") else "add"), ifname(words[3], f"{field}: dev"), words
 
 
 def _gateways(values: Sequence[str], addrs: Sequence[IPInterface]) -> tuple[IPAddress, ...]:

@@ -35,14 +35,21 @@ from ..core.ops import (
     AddAddress,
     AddFlood,
     AddRoute,
+    AddRule,
     Announce,
     CreateBridge,
+    CreateDummy,
+    CreateMacvlan,
     CreateVeth,
+    CreateVlanLink,
     CreateVxlan,
     DelAddress,
     DeleteLink,
     DelFlood,
     DelRoute,
+    DelRule,
+    MoveToGuest,
+    MoveToHost,
     Op,
     SetBridgeVlanFiltering,
     SetMac,
@@ -78,6 +85,7 @@ ETHTOOL_STXCSUM = 0x17
 AF_BRIDGE = 7
 RTEXT_FILTER_BRVLAN = 2
 BRIDGE_VLAN_INFO_PVID = 0x2
+FIB_RULE_INVERT = 0x2
 
 
 def _open(handle: NetnsHandle | None) -> IPRoute:
@@ -362,11 +370,48 @@ class NetlinkDriver:
         the host end should be a port of, which saves a lookup."""
         try:
             with self._session(guest) as s:
-                host = _observe_link(s, Where.HOST, host_ifname, bridge, False)
+                host = (
+                    _observe_link(s, Where.HOST, host_ifname, bridge, False)
+                    if host_ifname
+                    else None
+                )
                 g = _observe_link(s, Where.GUEST, ifname, "", True) if guest is not None else None
                 return ObservedEndpoint(host=host, guest=g)
         except NetlinkError as e:
             raise InternalError(f"netlink error while observing {host_ifname}: {e}") from e
+
+    def observe_host_link(self, name: str, mac: str = "") -> ObservedLink | None:
+        """A host-namespace link by name; failing that, with ``mac``, the
+        link whose address is ``mac`` (a moved-in NIC that a dead namespace
+        handed back under another name)."""
+        try:
+            with self._session(None) as s:
+                found = _observe_link(s, Where.HOST, name, "", False) if name else None
+                if found is None and mac:
+                    other = self.link_name_by_mac(mac)
+                    if other:
+                        found = _observe_link(s, Where.HOST, other, "", False)
+                return found
+        except NetlinkError as e:
+            raise InternalError(f"netlink error while observing {name}: {e}") from e
+
+    def has_ipv4(self, guest: NetnsHandle, ifname: str) -> bool:
+        """Whether the guest's ``ifname`` has an IPv4 address (a DHCP lease)."""
+        try:
+            with self._session(guest) as s:
+                index = s.index(Where.GUEST, ifname)
+                return bool(s.guest.get_addr(index=index, family=socket.AF_INET))
+        except (NetlinkError, NotFound):
+            return False
+
+    def link_name_by_mac(self, mac: str) -> str:
+        """Name of the host-namespace link with that MAC ("" for none);
+        pipework's ``mac:`` host interface."""
+        mac = mac.lower()
+        for msg in _host_ipr().get_links():
+            if (msg.get_attr("IFLA_ADDRESS") or "").lower() == mac:
+                return str(msg.get_attr("IFLA_IFNAME"))
+        return ""
 
     def tagged_host_links(self) -> list[tuple[str, str, str]]:
         """(name, kind, alias) of every host-namespace link whose alias carries
@@ -524,6 +569,63 @@ class NetlinkDriver:
             # The kernel ignores IFLA_IFALIAS when creating a link.
             s.host.link("set", ifname=op.host_ifname, ifalias=op.alias)
             s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+        elif isinstance(op, CreateMacvlan):
+            assert s.guest_ns is not None
+            kw = {"address": op.mac} if op.mac else {}
+            if op.mtu:
+                kw["mtu"] = op.mtu
+            s.host.link(
+                "add",
+                ifname=op.guest_ifname,
+                kind="macvlan",
+                link=s.index(Where.HOST, op.parent),
+                macvlan_mode="bridge",
+                net_ns_fd=s.guest_ns.fd,
+                **kw,
+            )
+            s.forget(Where.GUEST, op.guest_ifname)
+            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+        elif isinstance(op, CreateDummy):
+            kw = {"address": op.mac} if op.mac else {}
+            s.guest.link("add", ifname=op.guest_ifname, kind="dummy", **kw)
+            s.forget(Where.GUEST, op.guest_ifname)
+            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+        elif isinstance(op, CreateVlanLink):
+            s.host.link(
+                "add",
+                ifname=op.name,
+                kind="vlan",
+                link=s.index(Where.HOST, op.base),
+                vlan_id=op.vid,
+                state="up",
+            )
+            s.forget(Where.HOST, op.name)
+            s.host.link("set", ifname=op.name, ifalias=op.alias)
+        elif isinstance(op, MoveToGuest):
+            assert s.guest_ns is not None
+            # Moved and renamed in one message: the kernel takes the new name
+            # in the target namespace, so it never collides in the host's.
+            s.host.link(
+                "set",
+                index=s.index(Where.HOST, op.name),
+                net_ns_fd=s.guest_ns.fd,
+                ifname=op.guest_ifname,
+            )
+            s.forget(Where.HOST, op.name)
+            s.forget(Where.GUEST, op.guest_ifname)
+            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+        elif isinstance(op, MoveToHost):
+            index = s.index(Where.GUEST, op.guest_ifname)
+            s.guest.link("set", index=index, state="down")
+            kw = {"address": op.mac} if op.mac else {}
+            if kw:
+                s.guest.link("set", index=index, **kw)
+            s.guest.link("set", index=index, ifalias="")
+            s.guest.link("set", index=index, net_ns_fd=_host_netns_fd(), ifname=op.name)
+            s.forget(Where.GUEST, op.guest_ifname)
+            s.forget(Where.HOST, op.name)
+        elif isinstance(op, AddRule | DelRule):
+            self._rule(s, op)
         elif isinstance(op, DeleteLink):
             try:
                 s.at(op.where).link("del", ifname=op.name)
@@ -636,6 +738,37 @@ class NetlinkDriver:
         else:  # pragma: no cover - exhaustive
             raise InternalError(f"netlink driver cannot apply {op!r}")
 
+    def _rule(self, s: Session, op: AddRule | DelRule) -> None:
+        r = op.rule
+        kw: dict[str, Any] = {
+            "family": socket.AF_INET if r.family == 4 else socket.AF_INET6,
+            "table": r.table,
+        }
+        if r.priority:
+            kw["priority"] = r.priority
+        for key, net in (("src", r.src), ("dst", r.dst)):
+            if net is not None:
+                kw[key] = str(net.network_address)
+                kw[f"{key}_len"] = net.prefixlen
+        if r.fwmark:
+            kw["fwmark"] = r.fwmark
+            if r.fwmask:
+                kw["fwmask"] = r.fwmask
+        if r.iif:
+            kw["iifname"] = r.iif
+        if r.oif:
+            kw["oifname"] = r.oif
+        if r.invert:
+            kw["flags"] = FIB_RULE_INVERT
+        try:
+            s.guest.rule("add" if isinstance(op, AddRule) else "del", **kw)
+        except NetlinkError as e:
+            if isinstance(op, AddRule) and e.code == errno.EEXIST:
+                return
+            if isinstance(op, DelRule) and e.code in (errno.ENOENT, errno.ESRCH):
+                return
+            raise
+
     def _announce(self, s: Session, op: Announce) -> None:
         """Open the sockets now, inside the guest namespace; send from a
         background thread so the call never waits for it."""
@@ -724,6 +857,19 @@ def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
     return struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
 
 
+_host_ns_fd: int | None = None
+
+
+def _host_netns_fd() -> int:
+    """An fd of the agent's own (host) network namespace, opened once."""
+    global _host_ns_fd
+    if _host_ns_fd is None:
+        import os
+
+        _host_ns_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return _host_ns_fd
+
+
 def _is_absent(e: BaseException) -> bool:
     if isinstance(e, NetlinkError):
         return e.code in (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
@@ -743,6 +889,17 @@ def translate(op: Op, e: NetlinkError) -> NetplumbError:
             f"{op}: next hop {op.route.via} is not reachable through {op.name}",
             field="spec.routes",
             hint="give the interface an address in the next hop's subnet",
+        )
+    if code == errno.EOPNOTSUPP and isinstance(op, CreateVlanLink | CreateDummy | CreateMacvlan):
+        feature = {CreateVlanLink: "8021q", CreateDummy: "dummy", CreateMacvlan: "macvlan"}[
+            type(op)
+        ]
+        return KernelFeatureMissing(feature, f"{op}: the kernel lacks {feature} interfaces")
+    if code == errno.EBUSY and isinstance(op, CreateMacvlan | MoveToGuest):
+        return Conflict(
+            f"{op}: the host interface is busy (a bridge port, or enslaved)",
+            field="spec.parent",
+            hint="use an interface that is not a bridge or bond port",
         )
     if code == errno.EOPNOTSUPP:
         if isinstance(op, SetPortVlan | SetBridgeVlanFiltering):

@@ -143,6 +143,18 @@ def test_host_bits_hint_travels_in_the_metadata(agent: Agent) -> None:
     assert trailers(e)["netplumb-hint"] == "did you mean 198.19.0.0/16?"
 
 
+def test_dhcp_with_a_static_ipv4_address_is_refused(agent: Agent) -> None:
+    e = fails(agent.stub.Attach, attach_request(dhcp=pb.Dhcp(client="udhcpc")))
+    assert e.code() is Code.INVALID_ARGUMENT
+    assert "from the lease" in e.details()
+
+
+def test_unknown_dhcp_client_is_refused(agent: Agent) -> None:
+    e = fails(agent.stub.Attach, attach_request(addresses=[], dhcp=pb.Dhcp(client="pump")))
+    assert e.code() is Code.INVALID_ARGUMENT
+    assert trailers(e)["netplumb-field"] == "spec.dhcp.client"
+
+
 # ------------------------------------------------------------ unimplemented
 
 
@@ -152,7 +164,6 @@ def test_host_bits_hint_travels_in_the_metadata(agent: Agent) -> None:
         ("CreateNetwork", pb.CreateNetworkRequest(spec=pb.NetworkSpec(name="n"))),
         ("DeleteNetwork", pb.DeleteNetworkRequest(name="n")),
         ("ListNetworks", pb.ListNetworksRequest()),
-        ("Attach", attach_request(dhcp=pb.Dhcp(client="udhcpc"))),
         ("Attach", attach_request(name="web")),
     ],
 )

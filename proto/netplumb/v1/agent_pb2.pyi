@@ -20,6 +20,14 @@ class TunnelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TUNNEL_TYPE_GENEVE: _ClassVar[TunnelType]
     TUNNEL_TYPE_GRE: _ClassVar[TunnelType]
 
+class EndpointKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_KIND_UNSPECIFIED: _ClassVar[EndpointKind]
+    ENDPOINT_KIND_VETH: _ClassVar[EndpointKind]
+    ENDPOINT_KIND_MACVLAN: _ClassVar[EndpointKind]
+    ENDPOINT_KIND_PHYS: _ClassVar[EndpointKind]
+    ENDPOINT_KIND_DUMMY: _ClassVar[EndpointKind]
+
 class EndpointState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ENDPOINT_STATE_UNSPECIFIED: _ClassVar[EndpointState]
@@ -33,6 +41,11 @@ TUNNEL_TYPE_UNSPECIFIED: TunnelType
 TUNNEL_TYPE_VXLAN: TunnelType
 TUNNEL_TYPE_GENEVE: TunnelType
 TUNNEL_TYPE_GRE: TunnelType
+ENDPOINT_KIND_UNSPECIFIED: EndpointKind
+ENDPOINT_KIND_VETH: EndpointKind
+ENDPOINT_KIND_MACVLAN: EndpointKind
+ENDPOINT_KIND_PHYS: EndpointKind
+ENDPOINT_KIND_DUMMY: EndpointKind
 ENDPOINT_STATE_UNSPECIFIED: EndpointState
 ENDPOINT_STATE_READY: EndpointState
 ENDPOINT_STATE_GUEST_MISSING: EndpointState
@@ -123,7 +136,7 @@ class Dhcp(_message.Message):
     def __init__(self, client: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., keep: _Optional[bool] = ...) -> None: ...
 
 class EndpointSpec(_message.Message):
-    __slots__ = ("bridge", "guest", "ifname", "host_ifname", "mac", "mtu", "vlan", "addresses", "gateways", "routes", "name", "dhcp")
+    __slots__ = ("bridge", "guest", "ifname", "host_ifname", "mac", "mtu", "vlan", "addresses", "gateways", "routes", "name", "dhcp", "kind", "parent")
     BRIDGE_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
     IFNAME_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +149,8 @@ class EndpointSpec(_message.Message):
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DHCP_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     bridge: str
     guest: str
     ifname: str
@@ -148,10 +163,12 @@ class EndpointSpec(_message.Message):
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     name: str
     dhcp: Dhcp
-    def __init__(self, bridge: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., gateways: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., name: _Optional[str] = ..., dhcp: _Optional[_Union[Dhcp, _Mapping]] = ...) -> None: ...
+    kind: EndpointKind
+    parent: str
+    def __init__(self, bridge: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., vlan: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., gateways: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., name: _Optional[str] = ..., dhcp: _Optional[_Union[Dhcp, _Mapping]] = ..., kind: _Optional[_Union[EndpointKind, str]] = ..., parent: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("spec", "id", "guest", "ifname", "host_ifname", "mac", "mtu", "addresses", "routes", "state", "netns_path", "bridge", "vlan", "state_detail", "guest_name")
+    __slots__ = ("spec", "id", "guest", "ifname", "host_ifname", "mac", "mtu", "addresses", "routes", "state", "netns_path", "bridge", "vlan", "state_detail", "guest_name", "rules", "tc", "parent")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +184,9 @@ class Endpoint(_message.Message):
     VLAN_FIELD_NUMBER: _ClassVar[int]
     STATE_DETAIL_FIELD_NUMBER: _ClassVar[int]
     GUEST_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    TC_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
     spec: EndpointSpec
     id: str
     guest: str
@@ -182,7 +202,28 @@ class Endpoint(_message.Message):
     vlan: int
     state_detail: str
     guest_name: str
-    def __init__(self, spec: _Optional[_Union[EndpointSpec, _Mapping]] = ..., id: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., state: _Optional[_Union[EndpointState, str]] = ..., netns_path: _Optional[str] = ..., bridge: _Optional[str] = ..., vlan: _Optional[int] = ..., state_detail: _Optional[str] = ..., guest_name: _Optional[str] = ...) -> None: ...
+    rules: _containers.RepeatedScalarFieldContainer[str]
+    tc: _containers.RepeatedCompositeFieldContainer[TcCommand]
+    parent: str
+    def __init__(self, spec: _Optional[_Union[EndpointSpec, _Mapping]] = ..., id: _Optional[str] = ..., guest: _Optional[str] = ..., ifname: _Optional[str] = ..., host_ifname: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., state: _Optional[_Union[EndpointState, str]] = ..., netns_path: _Optional[str] = ..., bridge: _Optional[str] = ..., vlan: _Optional[int] = ..., state_detail: _Optional[str] = ..., guest_name: _Optional[str] = ..., rules: _Optional[_Iterable[str]] = ..., tc: _Optional[_Iterable[_Union[TcCommand, _Mapping]]] = ..., parent: _Optional[str] = ...) -> None: ...
+
+class TcCommand(_message.Message):
+    __slots__ = ("args",)
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    args: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, args: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GuestCommandRequest(_message.Message):
+    __slots__ = ("guest", "ifname", "tool", "args")
+    GUEST_FIELD_NUMBER: _ClassVar[int]
+    IFNAME_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    guest: str
+    ifname: str
+    tool: str
+    args: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, guest: _Optional[str] = ..., ifname: _Optional[str] = ..., tool: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
     __slots__ = ("spec",)

@@ -90,6 +90,11 @@ class AgentStub:
                 request_serializer=netplumb_dot_v1_dot_agent__pb2.DeleteRouteRequest.SerializeToString,
                 response_deserializer=netplumb_dot_v1_dot_agent__pb2.Endpoint.FromString,
                 _registered_method=True)
+        self.GuestCommand = channel.unary_unary(
+                '/netplumb.v1.Agent/GuestCommand',
+                request_serializer=netplumb_dot_v1_dot_agent__pb2.GuestCommandRequest.SerializeToString,
+                response_deserializer=netplumb_dot_v1_dot_agent__pb2.Endpoint.FromString,
+                _registered_method=True)
         self.AddPeer = channel.unary_unary(
                 '/netplumb.v1.Agent/AddPeer',
                 request_serializer=netplumb_dot_v1_dot_agent__pb2.AddPeerRequest.SerializeToString,
@@ -222,6 +227,16 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GuestCommand(self, request, context):
+        """Runs an `ip rule` or `tc` command inside an attached guest (pipework's
+        rule and tc sub-commands) and records it with an endpoint, so that it is
+        applied again whenever the endpoint's interface is re-created (a
+        container restart). Idempotent; "del" forgets what it removes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddPeer(self, request, context):
         """Adds a peer host: every overlay bridge gets a tunnel to it.
         """
@@ -334,6 +349,11 @@ def add_AgentServicer_to_server(servicer, server):
             'DeleteRoute': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRoute,
                     request_deserializer=netplumb_dot_v1_dot_agent__pb2.DeleteRouteRequest.FromString,
+                    response_serializer=netplumb_dot_v1_dot_agent__pb2.Endpoint.SerializeToString,
+            ),
+            'GuestCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GuestCommand,
+                    request_deserializer=netplumb_dot_v1_dot_agent__pb2.GuestCommandRequest.FromString,
                     response_serializer=netplumb_dot_v1_dot_agent__pb2.Endpoint.SerializeToString,
             ),
             'AddPeer': grpc.unary_unary_rpc_method_handler(
@@ -674,6 +694,33 @@ class Agent:
             target,
             '/netplumb.v1.Agent/DeleteRoute',
             netplumb_dot_v1_dot_agent__pb2.DeleteRouteRequest.SerializeToString,
+            netplumb_dot_v1_dot_agent__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GuestCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netplumb.v1.Agent/GuestCommand',
+            netplumb_dot_v1_dot_agent__pb2.GuestCommandRequest.SerializeToString,
             netplumb_dot_v1_dot_agent__pb2.Endpoint.FromString,
             options,
             channel_credentials,
