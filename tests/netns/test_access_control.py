@@ -8,6 +8,7 @@ removed afterwards, also when a test fails."""
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -114,6 +115,7 @@ BOOT = (
 )
 
 
+@functools.cache
 def _interpreter(uid: int, gid: int) -> str:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     candidates = [sys.executable] + [
