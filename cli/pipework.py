@@ -339,26 +339,102 @@ def _run(client: object, req: Attach | Sub) -> str:
     c: object = client
     if isinstance(req, Sub):
         return _sub(c, req)
-    if req.direct_phys or req.hostif.startswith("mac:"):
-        _unsupported("moving a host interface into the guest (--direct-phys, mac:)")
-    if req.dhcp:
-        _unsupported(f"DHCP ({req.dhcp})")
-    known = {b.spec.name for b in c.list_bridges()}  # type: ignore[attr-defined]
-    if req.hostif not in known:
+    kind, parent, bridge = _host_mode(c, req)
+    if kind == "veth" and bridge not in {b.spec.name for b in c.list_bridges()}:  # type: ignore[attr-defined]
         # A bridge netplumb already knows is used as it is (it may carry
         # addresses, an MTU or a VNI that an empty request would contradict).
-        c.create_bridge(req.hostif, _host_kind(req.hostif))  # type: ignore[attr-defined]
+        c.create_bridge(bridge, _host_kind(bridge))  # type: ignore[attr-defined]
+    client, options, keep = _dhcp(req)
     c.attach(  # type: ignore[attr-defined]
-        req.hostif,
+        bridge,
         req.guest,
         addresses=req.addresses,
         gateways=req.gateways,
         ifname=req.ifname,
-        host_ifname=req.host_ifname,
+        host_ifname=req.host_ifname if kind == "veth" else "",
         mac=req.mac,
         vlan=req.vlan,
+        kind=kind,
+        parent=parent,
+        dhcp=client,
+        dhcp_options=options,
+        dhcp_keep=keep,
     )
     return ""
+
+
+def _host_mode(c: object, req: Attach, sysfs: str = "/sys/class/net") -> tuple[str, str, str]:
+    """(endpoint kind, parent, bridge) for pipework's host interface, decided
+    as pipework did: a bridge (Linux, OVS, or a missing br*/ovs* name) gets a
+    veth; a missing dummy* name a dummy; mac:MAC and any other existing
+    interface a macvlan on it, or itself with --direct-phys."""
+    hostif = req.hostif
+    if hostif.startswith("mac:"):
+        return ("phys" if req.direct_phys else "macvlan"), hostif, ""
+    exists = os.path.exists(f"{sysfs}/{hostif}")
+    if not exists:
+        if hostif.startswith("dummy"):
+            return "dummy", "", ""
+        return "veth", "", hostif  # br*/ovs* are created; others: _host_kind says why not
+    if os.path.isdir(f"{sysfs}/{hostif}/bridge"):
+        return "veth", "", hostif
+    if hostif in {b.spec.name for b in c.list_bridges()} or _is_ovs_bridge(hostif, sysfs):  # type: ignore[attr-defined]
+        return "veth", "", hostif
+    if _read(f"{sysfs}/{hostif}/type") == "32":
+        raise _unimplemented(
+            f"{hostif} is an InfiniBand (IPoIB) interface, which netplumb does not attach",
+            "use an Ethernet interface or a bridge",
+        )
+    return ("phys" if req.direct_phys else "macvlan"), hostif, ""
+
+
+def _is_ovs_bridge(name: str, sysfs: str) -> bool:
+    """An OVS bridge's local port is an "openvswitch" device (a "tun" one with
+    the userspace datapath); the daemon then adopts it from OVSDB, or says
+    it is no bridge."""
+    return _driver(name) == "openvswitch" or _read(f"{sysfs}/{name}/tun_flags") != ""
+
+
+def _driver(name: str) -> str:
+    """The interface's driver name, as `ethtool -i` shows it ("" if unknown)."""
+    import array
+    import fcntl
+    import socket
+    import struct
+
+    info = array.array("B", struct.pack("I", 0x3) + bytes(192))  # ETHTOOL_GDRVINFO
+    addr, _ = info.buffer_info()
+    req = struct.pack("16sP", name.encode()[:15], addr)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sk:
+            fcntl.ioctl(sk.fileno(), 0x8946, req)  # SIOCETHTOOL
+    except OSError:
+        return ""
+    return bytes(info[4:36]).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _dhcp(req: Attach) -> tuple[str, list[str], bool]:
+    """(client, options, keep) of pipework's DHCP forms: ``udhcpc-f`` and
+    ``dhclient-f`` keep the client (renewing); so does ``-f`` among the
+    options, as with pipework's ``dhcp:-f``."""
+    if not req.dhcp:
+        return "", [], False
+    client, keep = req.dhcp, False
+    if client.endswith("-f"):
+        client, keep = client[:-2], True
+    options = req.dhcp_options.split()
+    if "-f" in options:
+        options.remove("-f")
+        keep = True
+    return client, options, keep
 
 
 def _host_kind(hostif: str, sysfs: str = "/sys/class/net") -> str:
@@ -374,20 +450,15 @@ def _host_kind(hostif: str, sysfs: str = "/sys/class/net") -> str:
         return "linux"
     raise _not_found(
         f"I do not know how to set up interface {hostif}: it does not exist, and only "
-        "names starting with br (Linux) or ovs (OVS) are created"
+        "names starting with br (Linux bridge), ovs (OVS bridge) or dummy are created"
     )
 
 
-def _unsupported(what: str) -> None:
+def _unimplemented(what: str, hint: str) -> Exception:
     from .client import NetplumbError
     from .codes import Code
 
-    raise NetplumbError(
-        Code.UNIMPLEMENTED,
-        f"{what} is not implemented in this version of the pipework drop-in",
-        reason="unimplemented",
-        hint="attach to a bridge instead (pipework BRIDGE GUEST ADDR/PLEN)",
-    )
+    return NetplumbError(Code.UNIMPLEMENTED, what, reason="unimplemented", hint=hint)
 
 
 def _not_found(message: str) -> Exception:
@@ -399,7 +470,8 @@ def _not_found(message: str) -> Exception:
 
 def _sub(c: object, req: Sub) -> str:
     if req.command != "route":
-        _unsupported(f"pipework {req.command}")
+        c.guest_command(req.guest, req.command, req.args)  # type: ignore[attr-defined]
+        return ""
     verb, dest, via, dev, metric = _ip_route(req.args)
     if verb == "del":
         c.delete_route(req.guest, dest, ifname=dev)  # type: ignore[attr-defined]

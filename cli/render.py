@@ -77,14 +77,25 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+_LINK_KINDS = {2: "macvlan", 3: "phys", 4: "dummy"}  # EndpointKind values but veth
+
+
+def _attached_to(ep: pb.Endpoint) -> str:
+    """Where an endpoint sits: its bridge, or "macvlan:eth0", "phys:eth2",
+    "dummy" for the other kinds."""
+    kind = _LINK_KINDS.get(ep.spec.kind)
+    if kind is None:
+        return str(ep.bridge)
+    return f"{kind}:{ep.parent}" if ep.parent else kind
+
+
 def _endpoint_line(ep: pb.Endpoint) -> str:
-    addrs = " ".join(ep.addresses) or "no address"
+    addrs = " ".join(ep.addresses) or ("DHCP" if ep.spec.HasField("dhcp") else "no address")
     gws = [f"{r.via}" for r in ep.routes if r.destination == "default"]
     gw = f" via {', '.join(gws)}" if gws else ""
-    return (
-        f"{ep.guest} {ep.ifname}: {addrs}{gw} on bridge {ep.bridge} "
-        f"(host {ep.host_ifname}, mac {ep.mac}, mtu {ep.mtu})"
-    )
+    where = f"bridge {ep.bridge}" if ep.bridge else _attached_to(ep)
+    host = f"host {ep.host_ifname}, " if ep.host_ifname else ""
+    return f"{ep.guest} {ep.ifname}: {addrs}{gw} on {where} ({host}mac {ep.mac}, mtu {ep.mtu})"
 
 
 def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
@@ -98,17 +109,18 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
         if not data:
             print("nothing was attached", file=out)
         for ep in data:
-            print(f"detached {ep.guest} {ep.ifname} (host {ep.host_ifname})", file=out)
+            host = f" (host {ep.host_ifname})" if ep.host_ifname else ""
+            print(f"detached {ep.guest} {ep.ifname}{host}", file=out)
     elif kind == "endpoints":
         rows = [
             [
                 e.guest,
                 e.ifname,
-                e.bridge,
-                e.host_ifname,
-                e.mac,
-                str(e.mtu),
-                ",".join(e.addresses) or "-",
+                _attached_to(e),
+                e.host_ifname or "-",
+                e.mac or "-",
+                str(e.mtu or "-"),
+                ",".join(e.addresses) or ("dhcp" if e.spec.HasField("dhcp") else "-"),
                 _STATES.get(e.state, "?"),
             ]
             for e in data
