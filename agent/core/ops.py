@@ -114,6 +114,17 @@ class MoveToHost:
 
 
 @dataclass(frozen=True, slots=True)
+class EnableIpv6:
+    """IPv6 on for one guest interface (Docker turns it off in the
+    namespaces of containers it gives no IPv6 network)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"enable IPv6 on {self.name} (guest)"
+
+
+@dataclass(frozen=True, slots=True)
 class AddRule:
     """A policy routing rule in the guest namespace."""
 
@@ -375,6 +386,7 @@ Op = (
     | CreateVlanLink
     | MoveToGuest
     | MoveToHost
+    | EnableIpv6
     | AddRule
     | DelRule
     | DeleteLink

@@ -43,6 +43,7 @@ from .ops import (
     DeleteLink,
     DelOvsPort,
     DelRoute,
+    EnableIpv6,
     MoveToGuest,
     MoveToHost,
     Op,
@@ -226,6 +227,8 @@ def _configure_fresh(want: DesiredEndpoint) -> list[Op]:
     """Addresses, link up, routes, rules and announcements of a guest
     interface that was just created (or moved in)."""
     ops: list[Op] = []
+    if _wants_ipv6(want):
+        ops.append(EnableIpv6(want.ifname))
     ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in want.addresses)
     ops.append(SetUp(Where.GUEST, want.ifname))
     ops.extend(AddRoute(want.ifname, r) for r in _route_order(want.routes))
@@ -233,6 +236,12 @@ def _configure_fresh(want: DesiredEndpoint) -> list[Op]:
     if want.addresses:
         ops.append(Announce(want.ifname, want.mac, want.addresses))
     return ops
+
+
+def _wants_ipv6(want: DesiredEndpoint) -> bool:
+    return any(a.version == 6 for a in want.addresses) or any(
+        r.destination.version == 6 for r in want.routes
+    )
 
 
 def _plan_fresh_other(want: DesiredEndpoint, seen: ObservedEndpoint) -> tuple[Op, ...]:
@@ -335,6 +344,8 @@ def _plan_guest_update(want: DesiredEndpoint, guest: ObservedLink) -> tuple[Op, 
         if a.version == 4 and any(r.version == 4 and r.network.overlaps(a.network) for r in removed)
     }
     added = [a for a in want.addresses if a not in have or a in clobbered]
+    if any(a.version == 6 for a in added):
+        ops.append(EnableIpv6(want.ifname))
     ops.extend(AddAddress(Where.GUEST, want.ifname, a) for a in added)
     if not guest.up:
         ops.append(SetUp(Where.GUEST, want.ifname))

@@ -49,15 +49,19 @@ from ..core.model import (
     ObservedEndpoint,
     ObservedLink,
     ObservedRoute,
+    RuleSpec,
 )
 from ..core.ops import (
     AddAddress,
     AddRoute,
+    AddRule,
     Announce,
     CreateBridge,
     CreateVeth,
     DelAddress,
     DeleteLink,
+    DelRule,
+    EnableIpv6,
     DelRoute,
     Op,
     SetBridgeVlanFiltering,
@@ -110,6 +114,7 @@ class FakeHost:
         self._ident: dict[str, tuple[int, int]] = {HOST: (3, 1)}
         self._next = 1  # ifindex
         self._next_ns = 2  # namespace inode: a namespace made again is another one
+        self.rules: dict[str, list[RuleSpec]] = {}  # policy routing rules by namespace
 
     # -- namespaces
 
@@ -336,6 +341,16 @@ class FakeHost:
             ]
         elif isinstance(op, Announce):
             self._need_index(self._guest(guest), op.name)
+        elif isinstance(op, EnableIpv6):
+            self._need(self._guest(guest), op.name)
+        elif isinstance(op, AddRule):
+            rules = self.rules.setdefault(self._guest(guest), [])
+            if op.rule not in rules:
+                rules.append(op.rule)
+        elif isinstance(op, DelRule):
+            rules = self.rules.setdefault(self._guest(guest), [])
+            if op.rule in rules:
+                rules.remove(op.rule)
         else:  # pragma: no cover - exhaustive
             raise InternalError(f"fake host cannot apply {op!r}")
 

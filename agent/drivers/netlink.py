@@ -48,6 +48,7 @@ from ..core.ops import (
     DelFlood,
     DelRoute,
     DelRule,
+    EnableIpv6,
     MoveToGuest,
     MoveToHost,
     Op,
@@ -68,7 +69,7 @@ from ..errors import (
     NetplumbError,
     NotFound,
 )
-from .netns import NETLINK_ROUTE, NetnsHandle, socket_in, throwaway_socket
+from .netns import NETLINK_ROUTE, NetnsHandle, socket_in, throwaway_socket, write_sysctl_in
 
 log = logging.getLogger("netplumb.netlink")
 
@@ -624,6 +625,12 @@ class NetlinkDriver:
             s.guest.link("set", index=index, net_ns_fd=_host_netns_fd(), ifname=op.name)
             s.forget(Where.GUEST, op.guest_ifname)
             s.forget(Where.HOST, op.name)
+        elif isinstance(op, EnableIpv6):
+            path = f"/proc/sys/net/ipv6/conf/{op.name}/disable_ipv6"
+            try:
+                write_sysctl_in(s.guest_ns, path, "0")
+            except FileNotFoundError:
+                pass  # the kernel has no IPv6 at all: adding the address will say so
         elif isinstance(op, AddRule | DelRule):
             self._rule(s, op)
         elif isinstance(op, DeleteLink):

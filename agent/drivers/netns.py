@@ -123,6 +123,28 @@ def socket_in(handle: NetnsHandle | None, family: int, type_: int, proto: int) -
         _return_home()
 
 
+def write_sysctl_in(handle: NetnsHandle | None, path: str, value: str) -> None:
+    """Write a /proc/sys/net value as seen from inside ``handle``'s namespace
+    (the file is opened there; the kernel picks the namespace at open)."""
+    fd = -1
+    if handle is not None:
+        try:
+            _setns(handle.fd)
+        except OSError as e:
+            raise InternalError(
+                f"cannot enter network namespace {handle.path}: {e.strerror}"
+            ) from e
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    finally:
+        if handle is not None:
+            _return_home()
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
 def throwaway_socket(family: int, type_: int, proto: int) -> socket.socket:
     """A socket in a new, empty network namespace that lives exactly as long
     as the socket: for probing kernel features with no effect on the host."""

@@ -28,6 +28,7 @@ from netplumb.agent.core.ops import (
     DelAddress,
     DeleteLink,
     DelRoute,
+    EnableIpv6,
     Op,
     SetBridgeVlanFiltering,
     SetMac,
@@ -130,6 +131,7 @@ def test_missing_endpoint_gets_the_whole_create_sequence_in_order() -> None:
     assert ops == (
         # created as a port of the bridge, and up, in one message
         CreateVeth(r.host_ifname, g, r.mac, 1500, naming.endpoint_alias(r.id, AGENT), BRIDGE),
+        EnableIpv6(g),  # Docker turns IPv6 off in containers it gives no IPv6
         AddAddress(Where.GUEST, g, ip("198.18.0.10/24")),
         AddAddress(Where.GUEST, g, ip("2001:db8::10/64")),
         SetUp(Where.GUEST, g),
