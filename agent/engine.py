@@ -1416,6 +1416,7 @@ class Engine:
             while j < len(ops) and isinstance(ops[j], OvsOp) == is_ovs:
                 j += 1
             run = ops[i:j]
+            t0 = time.perf_counter()
             try:
                 if is_ovs:
                     self._need_ovs().apply(run, self.store.agent_id)
@@ -1425,6 +1426,14 @@ class Engine:
                 partial = [] if is_ovs else list(getattr(e, "completed", []))
                 e.completed = done + partial  # type: ignore[attr-defined]
                 raise
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%d %s op(s) in %.1f ms: %s",
+                    len(run),
+                    "OVSDB" if is_ovs else "netlink",
+                    (time.perf_counter() - t0) * 1000,
+                    "; ".join(map(str, run)),
+                )
             done.extend(run)
             i = j
 
