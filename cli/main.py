@@ -188,10 +188,22 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     att = cmd(
         sub,
         "attach",
-        "attach a guest to a bridge with a veth pair",
-        epilog="example: netplumb attach bri0 netns:blue 198.18.0.10/24@198.18.0.1 --route 198.19.0.0/16@198.18.0.254",
+        "attach a guest to a bridge with a veth pair (or: a macvlan on a host interface, "
+        "the host interface itself, a dummy interface)",
+        epilog="""examples:
+  netplumb attach bri0 netns:blue 198.18.0.10/24@198.18.0.1 --route 198.19.0.0/16@198.18.0.254
+  netplumb attach bri0 web --dhcp udhcpc --dhcp-keep        # DHCP, lease renewed
+  netplumb attach --kind macvlan eth2 web 198.18.0.5/24     # a macvlan on eth2
+  netplumb attach --kind phys eth3 web 198.18.0.6/24        # eth3 itself moves into web
+  netplumb attach --kind phys mac:52:54:00:12:34:56 web 0/0 # the interface with that MAC""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    att.add_argument("bridge", metavar="BRIDGE")
+    att.add_argument(
+        "bridge",
+        metavar="BRIDGE|HOSTIF",
+        help="the bridge; with --kind macvlan or phys the host interface (or mac:MAC); "
+        "with --kind dummy '-'",
+    )
     att.add_argument("guest", metavar="GUEST", help="netns:NAME, NAME, pid:PID or a namespace path")
     att.add_argument(
         "addresses",
@@ -217,12 +229,55 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
         metavar="DEST[@VIA]",
         help="extra route in the guest (repeatable)",
     )
+    att.add_argument(
+        "--kind",
+        choices=["veth", "macvlan", "phys", "dummy"],
+        default="veth",
+        help="what the guest's interface is (default veth)",
+    )
+    att.add_argument(
+        "--dhcp",
+        default="",
+        metavar="CLIENT",
+        help="get the IPv4 address by DHCP: udhcpc, dhclient, dhcpcd, or dhcp (any installed)",
+    )
+    att.add_argument(
+        "--dhcp-keep", action="store_true", help="keep the client running to renew the lease"
+    )
+    att.add_argument(
+        "--dhcp-option",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the DHCP client (repeatable)",
+    )
 
     det = cmd(sub, "detach", "remove a guest's endpoints (all of them without --ifname)")
     det.add_argument("guest", metavar="GUEST")
     det.add_argument("--ifname", default="", metavar="IF")
 
     cmd(sub, "ls", "list endpoints")
+
+    for tool, example in (
+        ("rule", "netplumb rule web add from 198.18.0.0/24 table 100 priority 100"),
+        (
+            "tc",
+            "netplumb tc web qdisc add dev eth1 root tbf rate 10mbit burst 32kbit latency 400ms",
+        ),
+    ):
+        t = cmd(
+            sub,
+            tool,
+            f"run an 'ip {tool}' command inside an attached guest and record it"
+            if tool == "rule"
+            else "run a tc command inside an attached guest and record it",
+            epilog=f"example: {example}\n(recorded with the guest's endpoint and applied again "
+            "whenever its interface is re-created; 'del' forgets)",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        t.add_argument("--ifname", default="", metavar="IF", help="endpoint to record it with")
+        t.add_argument("guest", metavar="GUEST")
+        t.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
     route = cmd(sub, "route", "add or remove routes inside an attached guest")
     rsub = route.add_subparsers(dest="route_command", metavar="ACTION", parser_class=_Parser)
@@ -289,9 +344,23 @@ def _attach(c: Any, a: argparse.Namespace) -> Any:
         if gw and gw not in gateways:
             gateways.append(gw)
     routes = [_split(r, "route") for r in a.route]
+    if (a.dhcp_keep or a.dhcp_option) and not a.dhcp:
+        raise UsageError("netplumb: --dhcp-keep and --dhcp-option go with --dhcp CLIENT")
+    bridge, parent = a.bridge, ""
+    if a.kind in ("macvlan", "phys"):
+        bridge, parent = "", a.bridge
+    elif a.kind == "dummy":
+        if a.bridge != "-":
+            raise UsageError("netplumb: a dummy interface has no bridge: give '-' in its place")
+        bridge = ""
     return c.attach(
-        a.bridge,
+        bridge,
         a.guest,
+        kind=a.kind if a.kind != "veth" else "",
+        parent=parent,
+        dhcp=a.dhcp,
+        dhcp_options=a.dhcp_option,
+        dhcp_keep=a.dhcp_keep,
         addresses=addresses,
         gateways=gateways,
         ifname=a.ifname,
@@ -318,6 +387,10 @@ def _dispatch(c: Any, a: argparse.Namespace) -> tuple[Any, str]:
         return c.detach(a.guest, a.ifname), "detached"
     if a.command == "ls":
         return c.list_endpoints(), "endpoints"
+    if a.command in ("rule", "tc"):
+        if not a.args:
+            raise UsageError(f"netplumb {a.command}: give the {a.command} arguments")
+        return c.guest_command(a.guest, a.command, a.args, a.ifname), "endpoint"
     if a.command == "route":
         if a.route_command == "add":
             return c.add_route(a.guest, a.destination, a.via, a.ifname, a.metric), "endpoint"

@@ -68,6 +68,9 @@ class FakeClient:
     def list_bridges(self, *a: Any, **kw: Any) -> list[pb.Bridge]:
         return self._record("list_bridges", a, kw, [BRIDGE])
 
+    def guest_command(self, *a: Any, **kw: Any) -> pb.Endpoint:
+        return self._record("guest_command", a, kw, ENDPOINT)
+
     def attach(self, *a: Any, **kw: Any) -> pb.Endpoint:
         return self._record("attach", a, kw, ENDPOINT)
 
@@ -256,8 +259,59 @@ def test_attach_splits_addresses_gateways_and_routes() -> None:
         "mtu": 1400,
         "vlan": 7,
         "routes": [("198.19.0.0/16", "198.18.0.254"), ("198.19.192.0/24", "")],
+        "kind": "",
+        "parent": "",
+        "dhcp": "",
+        "dhcp_options": [],
+        "dhcp_keep": False,
     }
     assert r.out.startswith("attached netns:blue eth1: 198.18.0.10/24 via 198.18.0.1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        (
+            ["--kind", "macvlan", "eth2", "web", "198.18.0.5/24"],
+            {"kind": "macvlan", "parent": "eth2", "bridge": ""},
+        ),
+        (["--kind", "phys", "mac:52:54:00:00:00:01", "web"], {"kind": "phys", "bridge": ""}),
+        (["--kind", "dummy", "-", "web"], {"kind": "dummy", "parent": "", "bridge": ""}),
+        (
+            ["br0", "web", "--dhcp", "dhclient", "--dhcp-keep", "--dhcp-option=-v"],
+            {"dhcp": "dhclient", "dhcp_keep": True, "dhcp_options": ["-v"], "bridge": "br0"},
+        ),
+    ],
+)
+def test_attach_kinds_and_dhcp(argv: list[str], want: dict[str, object]) -> None:
+    r = Run("attach", *argv)
+    assert r.rc == 0, r.err
+    ((_, args, kw),) = r.client.calls
+    got = {**kw, "bridge": args[0]}
+    assert {k: got[k] for k in want} == want
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--kind", "dummy", "br0", "web"],  # a dummy has no bridge
+        ["br0", "web", "--dhcp-keep"],  # keep without a client
+        ["--kind", "bond", "br0", "web"],
+    ],
+)
+def test_attach_kind_usage_errors(argv: list[str]) -> None:
+    r = Run("attach", *argv)
+    assert r.rc == 2 and not any(c.calls for c in r.clients)
+
+
+def test_rule_and_tc_go_to_the_guest_command_call() -> None:
+    r = Run("rule", "web", "add", "from", "198.18.0.0/24", "table", "5")
+    assert r.rc == 0, r.err
+    assert r.client.calls[0][:2] == (
+        "guest_command",
+        ("web", "rule", ["add", "from", "198.18.0.0/24", "table", "5"], ""),
+    )
+    assert Run("tc", "web").rc == 2
 
 
 @pytest.mark.parametrize(
