@@ -1159,7 +1159,10 @@ class Engine:
     # ------------------------------------------------- check and reconcile
 
     def check(self) -> list[Drift]:
-        return self._converge(repair=False)[0]
+        """Drift, without changing anything; what a reconcile could not
+        repair (a foreign object squatting a name) is drift too."""
+        drift, failed, _ = self._converge(repair=False)
+        return drift + failed
 
     def reconcile(self) -> tuple[list[Drift], list[Drift], list[Drift]]:
         drift, failed, collected = self._converge(repair=True)
@@ -1219,7 +1222,12 @@ class Engine:
         for d, ops in self._orphans(known | busy):
             if repair:
                 try:
-                    self._apply(ops, None, rollback=False, what=d.name)
+                    # A bridge being created holds its write lock until it is
+                    # recorded: take it, and look again.
+                    with self._locks.bridge(d.name).write():
+                        if d.name in self.store.bridges():
+                            continue
+                        self._apply(ops, None, rollback=False, what=d.name)
                     log.info("garbage-collected %s %s", d.object, d.name)
                     collected.append(d)
                 except NetplumbError as e:
@@ -1239,6 +1247,19 @@ class Engine:
             b.spec.vni for b in bridges.values() if b.spec.vni and b.spec.kind is BridgeKind.LINUX
         }
         for name, kind, alias in self.netlink.tagged_host_links():
+            if kind == "bridge" and alias == naming.bridge_alias(agent) and name not in bridges:
+                # A crash between creating a bridge and recording it.
+                out.append(
+                    (
+                        Drift(
+                            "orphan",
+                            name,
+                            f"bridge {name} is tagged as this agent's but has no record",
+                        ),
+                        (DeleteLink(Where.HOST, name),),
+                    )
+                )
+                continue
             if kind == "vxlan" and alias == overlay.vxlan_alias(agent):
                 vni = name[4:]
                 if not (vni.isdigit() and int(vni) in vnis):

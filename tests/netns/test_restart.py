@@ -182,3 +182,36 @@ def test_own_tagged_orphan_is_collected_others_are_left(
     assert [d["name"] for d in res["collected"]] == [orphan]
     assert link(orphan) is None
     assert link(foreign) is not None and link(other_agent) is not None
+
+
+def test_a_foreign_object_squatting_a_name_is_drift_and_left_alone(
+    own_daemon: Daemon, netns: Namespaces, bridges: list[str]
+) -> None:
+    """The endpoint's host veth replaced by an untagged link of the same
+    name: check reports it (exit 6), reconcile reports it as not repairable
+    and never touches the intruder."""
+    a = netns.new()
+    br = unique("nptb")
+    bridges.append(br)
+    own_daemon.cli_json("bridge", "add", br)
+    ep = own_daemon.cli_json("attach", br, f"netns:{a}", "198.18.23.10/24")
+    host = str(ep["host_ifname"])
+    run("ip", "link", "del", host)
+    run("ip", "link", "add", host, "type", "veth", "peer", "name", unique("npq"))
+    bridges.append(host)
+    rc, out, _ = own_daemon.cli("--json", "check")
+    assert rc == 6, out
+    (d,) = json.loads(out)["drift"]
+    assert d["name"] == ep["id"] and "did not create" in d["detail"]
+    res = own_daemon.cli_json("reconcile")
+    assert [f["name"] for f in res.get("failed", [])] == [ep["id"]]
+    squatter = link(host)
+    assert squatter is not None and not squatter.get("ifalias")
+    # a bridge tagged by this agent but never recorded is collected
+    agent = json.load(open(os.path.join(own_daemon.state_dir, "state.json")))["agent_id"]
+    stray = unique("npsb")
+    bridges.append(stray)
+    run("ip", "link", "add", stray, "type", "bridge")
+    run("ip", "link", "set", stray, "alias", f"netplumb:br:{agent}")
+    res = own_daemon.cli_json("reconcile")
+    assert stray in [c["name"] for c in res["collected"]] and link(stray) is None
