@@ -544,7 +544,7 @@ class NetlinkDriver:
             if op.mtu:
                 kw["mtu"] = op.mtu
             s.host.link("add", **kw)
-            s.host.link("set", ifname=op.name, ifalias=op.alias)
+            _tag_or_undo(s, Where.HOST, op.name, op.alias)
             s.forget(Where.HOST, op.name)
         elif isinstance(op, CreateVeth):
             assert s.guest_ns is not None
@@ -568,8 +568,8 @@ class NetlinkDriver:
             s.forget(Where.HOST, op.host_ifname)
             s.forget(Where.GUEST, op.guest_ifname)
             # The kernel ignores IFLA_IFALIAS when creating a link.
-            s.host.link("set", ifname=op.host_ifname, ifalias=op.alias)
-            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+            _tag_or_undo(s, Where.HOST, op.host_ifname, op.alias)
+            _tag_or_undo(s, Where.GUEST, op.guest_ifname, op.alias, Where.HOST, op.host_ifname)
         elif isinstance(op, CreateMacvlan):
             assert s.guest_ns is not None
             kw = {"address": op.mac} if op.mac else {}
@@ -585,12 +585,12 @@ class NetlinkDriver:
                 **kw,
             )
             s.forget(Where.GUEST, op.guest_ifname)
-            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+            _tag_or_undo(s, Where.GUEST, op.guest_ifname, op.alias)
         elif isinstance(op, CreateDummy):
             kw = {"address": op.mac} if op.mac else {}
             s.guest.link("add", ifname=op.guest_ifname, kind="dummy", **kw)
             s.forget(Where.GUEST, op.guest_ifname)
-            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+            _tag_or_undo(s, Where.GUEST, op.guest_ifname, op.alias)
         elif isinstance(op, CreateVlanLink):
             s.host.link(
                 "add",
@@ -601,7 +601,7 @@ class NetlinkDriver:
                 state="up",
             )
             s.forget(Where.HOST, op.name)
-            s.host.link("set", ifname=op.name, ifalias=op.alias)
+            _tag_or_undo(s, Where.HOST, op.name, op.alias)
         elif isinstance(op, MoveToGuest):
             assert s.guest_ns is not None
             # Moved and renamed in one message: the kernel takes the new name
@@ -614,7 +614,15 @@ class NetlinkDriver:
             )
             s.forget(Where.HOST, op.name)
             s.forget(Where.GUEST, op.guest_ifname)
-            s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+            try:
+                s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+            except (NetlinkError, OSError):
+                # untagged, it would be lost to the host: give it back
+                try:
+                    self._apply_one(s, MoveToHost(op.guest_ifname, op.name, ""))
+                except (NetlinkError, OSError, NetplumbError):
+                    pass
+                raise
         elif isinstance(op, MoveToHost):
             index = s.index(Where.GUEST, op.guest_ifname)
             s.guest.link("set", index=index, state="down")
@@ -723,7 +731,7 @@ class NetlinkDriver:
                 state="up",
             )
             s.forget(Where.HOST, op.name)
-            s.host.link("set", ifname=op.name, ifalias=op.alias)
+            _tag_or_undo(s, Where.HOST, op.name, op.alias)
         elif isinstance(op, AddFlood | DelFlood):
             kw = {"ifindex": s.index(Where.HOST, op.name), "lladdr": ZERO_MAC, "dst": op.dst}
             if isinstance(op, AddFlood):
@@ -862,6 +870,26 @@ def _unsolicited_na(mac: bytes, ip6: bytes) -> bytes:
     """ICMPv6 neighbour advertisement with the override flag and the target
     link-layer address option; the kernel fills in the checksum."""
     return struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6 + struct.pack("!BB", 2, 1) + mac
+
+
+def _tag_or_undo(
+    s: Session, where: Where, name: str, alias: str, also: Where | None = None, also_name: str = ""
+) -> None:
+    """Put netplumb's ownership tag on a link just created. If that fails, the
+    link is deleted again before the error goes up: an untagged leftover
+    would never be collected (the kernel ignores IFLA_IFALIAS at creation,
+    so creating and tagging are two requests)."""
+    try:
+        s.at(where).link("set", ifname=name, ifalias=alias)
+    except (NetlinkError, OSError):
+        for w, n in ((where, name), (also, also_name)):
+            if w is not None and n:
+                try:
+                    s.at(w).link("del", ifname=n)
+                except (NetlinkError, OSError):
+                    pass
+                s.forget(w, n)
+        raise
 
 
 _host_ns_fd: int | None = None

@@ -172,7 +172,7 @@ class OvsDriver:
         try:
             return cmd.execute(check_error=True)
         except Exception as e:
-            raise InternalError(f"OVSDB command failed: {e}") from e
+            raise _failure("OVSDB command failed", e) from e
 
     # -- observe
 
@@ -259,9 +259,7 @@ class OvsDriver:
                 for op in ovs_ops:
                     self._add(api, txn, op, agent_id)
         except Exception as e:
-            raise InternalError(
-                f"OVSDB transaction failed ({'; '.join(map(str, ovs_ops))}): {e}"
-            ) from e
+            raise _failure(f"OVSDB transaction failed ({'; '.join(map(str, ovs_ops))})", e) from e
 
     def _add(self, api: Any, txn: Any, op: Op, agent_id: str) -> None:
         owner = {OWNER: agent_id}
@@ -283,8 +281,8 @@ class OvsDriver:
             ids = dict(owner, **dict(op.external_ids))
             txn.add(api.add_port(op.bridge, op.name, may_exist=True))
             port_cols: list[tuple[str, Any]] = [("external_ids", ids), ("protected", op.protected)]
-            if op.tag:
-                port_cols.append(("tag", op.tag))
+            # An existing row (may_exist) keeps no stale tag from before.
+            port_cols.append(("tag", op.tag if op.tag else []))
             txn.add(api.db_set("Port", op.name, *port_cols))
             iface_cols: list[tuple[str, Any]] = [("external_ids", ids)]
             if op.type:
@@ -301,6 +299,19 @@ class OvsDriver:
                 txn.add(api.db_clear("Port", op.name, "tag"))
         elif isinstance(op, DelOvsPort):
             txn.add(api.del_port(op.name, if_exists=True))
+
+
+def _failure(what: str, e: Exception) -> DependencyUnavailable | InternalError:
+    """A timed-out or lost OVSDB connection is OVS being unavailable (retry
+    later); anything else is an internal error."""
+    from ovsdbapp.exceptions import TimeoutException
+
+    if isinstance(e, TimeoutException | ConnectionError | TimeoutError):
+        return DependencyUnavailable(
+            f"{what}: Open vSwitch did not answer ({e})",
+            hint="is ovsdb-server running? netplumbd reconnects by itself",
+        )
+    return InternalError(f"{what}: {e}")
 
 
 def _session_up(api: Any) -> bool:
