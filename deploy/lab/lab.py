@@ -14,6 +14,7 @@ as OVS userspace tunnelling requires; with ``--no-ovs`` the address sits on
     lab.py exec h1 -- netplumb status
     lab.py status
     lab.py restart-agent h2 [--kill]
+    lab.py ovs restart h1 [--kill] [--daemon ovs-vswitchd]   (or: ovs wipe h1)
     lab.py iperf h1 h2
     lab.py down
 
@@ -193,6 +194,15 @@ def _terminate(pids: Iterable[int], grace: float = 3.0) -> None:
 
 
 LAB_DAEMONS = ("netplumbd", "ovsdb-server", "ovs-vswitchd", "iperf3")
+OVS_DAEMONS = ("ovsdb-server", "ovs-vswitchd")
+
+
+def _ovs_daemons(daemons: Sequence[str]) -> tuple[str, ...]:
+    """``daemons`` checked against the OVS daemons the lab runs."""
+    unknown = [d for d in daemons if d not in OVS_DAEMONS]
+    if unknown or not daemons:
+        raise LabError(f"OVS daemons: {', '.join(OVS_DAEMONS)}, not {', '.join(daemons) or '()'}")
+    return tuple(daemons)
 
 
 def _daemons_mentioning(text: str) -> list[int]:
@@ -551,6 +561,12 @@ class Lab:
         os.makedirs(h.ovs_dir, mode=0o755)
         run(["ovsdb-tool", "create", h.db_file, OVS_SCHEMA])
         self._start_ovs_daemons(h)
+        self._build_phy(h)
+
+    def _build_phy(self, h: Host) -> None:
+        """br-phy holding eth0, with the underlay address: what ``up`` puts in
+        a fresh OVS database (and ``wipe_ovs`` again in an empty one)."""
+        ns = h.netns
         mac = self._mac(h, "eth0")
         # fmt: off
         run([
@@ -573,30 +589,36 @@ class Lab:
         out = run(["ip", "-n", h.netns, "-j", "link", "show", "dev", dev]).stdout
         return str(json.loads(out)[0]["address"])
 
-    def _start_ovs_daemons(self, h: Host) -> None:
-        """ovsdb-server, then ovs-vswitchd, in the host's namespace, with their
-        files under the host's OVS dir. Control sockets keep OVS's default
-        names in OVS_RUNDIR (ovs-vswitchd.<pid>.ctl), so plain ``ovs-appctl``
-        works in ``lab.py exec``."""
+    def _start_ovs_daemons(self, h: Host, daemons: Sequence[str] = OVS_DAEMONS) -> None:
+        """ovsdb-server, then ovs-vswitchd (or only those named in ``daemons``),
+        in the host's namespace, with their files under the host's OVS dir.
+        Control sockets keep OVS's default names in OVS_RUNDIR
+        (ovs-vswitchd.<pid>.ctl), so plain ``ovs-appctl`` works in ``lab.py
+        exec``."""
         env = dict(os.environ, **self._ovs_env(h))
         exec_ns = ["ip", "netns", "exec", h.netns]
         db = f"unix:{h.db_socket}"
-        # fmt: off
-        run([*exec_ns, "ovsdb-server", h.db_file, f"--remote=punix:{h.db_socket}",
-             f"--pidfile={h.ovs_file('ovsdb-server.pid')}",
-             f"--log-file={h.ovs_file('ovsdb-server.log')}", "-vconsole:err", "--detach"],
-            env=env)
-        # fmt: on
-        run(["ovs-vsctl", f"--db={db}", "--no-wait", "init"], env=env)
-        if self.ovs_tso:
-            tso = "other_config:userspace-tso-enable=true"
-            run(["ovs-vsctl", f"--db={db}", "--no-wait", "set", "open_vswitch", ".", tso], env=env)
-        # fmt: off
-        run([*exec_ns, "ovs-vswitchd", db,
-             f"--pidfile={h.ovs_file('ovs-vswitchd.pid')}",
-             f"--log-file={h.ovs_file('ovs-vswitchd.log')}", "-vconsole:err", "--detach"],
-            env=env)
-        # fmt: on
+        if "ovsdb-server" in daemons:
+            # fmt: off
+            run([*exec_ns, "ovsdb-server", h.db_file, f"--remote=punix:{h.db_socket}",
+                 f"--pidfile={h.ovs_file('ovsdb-server.pid')}",
+                 f"--log-file={h.ovs_file('ovsdb-server.log')}", "-vconsole:err", "--detach"],
+                env=env)
+            # fmt: on
+            run(["ovs-vsctl", f"--db={db}", "--no-wait", "init"], env=env)
+            if self.ovs_tso:
+                tso = "other_config:userspace-tso-enable=true"
+                run(
+                    ["ovs-vsctl", f"--db={db}", "--no-wait", "set", "open_vswitch", ".", tso],
+                    env=env,
+                )
+        if "ovs-vswitchd" in daemons:
+            # fmt: off
+            run([*exec_ns, "ovs-vswitchd", db,
+                 f"--pidfile={h.ovs_file('ovs-vswitchd.pid')}",
+                 f"--log-file={h.ovs_file('ovs-vswitchd.log')}", "-vconsole:err", "--detach"],
+                env=env)
+            # fmt: on
 
     # -- agent -----------------------------------------------------------
 
@@ -714,14 +736,20 @@ class Lab:
         return rc
 
     def start_agent(
-        self, host: Host | str | int, env: dict[str, str] | None = None, timeout: float = 30.0
+        self,
+        host: Host | str | int,
+        env: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        wait: bool = True,
     ) -> int:
-        """Start the host's netplumbd and wait until it serves; returns its pid."""
+        """Start the host's netplumbd and wait until it serves (unless not
+        ``wait``: then return at once, while it starts); returns its pid."""
         h = self.host(host)
         if h.agent_pid() is not None:
             raise LabError(f"{h.name}: netplumbd is already running (pid {h.agent_pid()})")
         proc = self._spawn_agent(h, env)
-        self._wait_agent(h, proc, timeout)
+        if wait:
+            self._wait_agent(h, proc, timeout)
         return proc.pid
 
     def restart_agent(
@@ -732,11 +760,20 @@ class Lab:
 
     # -- OVS -------------------------------------------------------------
 
-    def stop_ovs(self, host: Host | str | int, sig: int = signal.SIGTERM) -> None:
-        """Stop the host's ovs-vswitchd, then its ovsdb-server. br-phy (a
-        tap device) and its address stay; nothing forwards until start_ovs."""
+    def stop_ovs(
+        self,
+        host: Host | str | int,
+        sig: int = signal.SIGTERM,
+        daemons: Sequence[str] = OVS_DAEMONS,
+    ) -> None:
+        """Stop the host's ovs-vswitchd, then its ovsdb-server (or only those
+        named in ``daemons``; SIGKILL for a crash). br-phy (a tap device) and
+        its address stay; nothing forwards until start_ovs."""
         h = self._ovs_host(host)
+        wanted = _ovs_daemons(daemons)
         for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            if daemon not in wanted:
+                continue
             pid = h.ovs_pid(daemon)
             if pid is None:
                 continue
@@ -746,21 +783,52 @@ class Lab:
                 _wait_gone([pid], 5.0)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(h.ovs_file(f"{daemon}.pid"))
+            if daemon == "ovsdb-server":
+                # A killed server leaves its socket file: nothing may look
+                # connectable while it is down.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(h.db_socket)
 
-    def start_ovs(self, host: Host | str | int) -> None:
-        """Start the host's ovsdb-server and ovs-vswitchd again (on the kept
-        database) and make sure br-phy is up with its address."""
+    def start_ovs(self, host: Host | str | int, daemons: Sequence[str] = OVS_DAEMONS) -> float:
+        """Start the host's ovsdb-server and ovs-vswitchd again (or only those
+        named in ``daemons``; the others must be running), on the kept
+        database, and make sure br-phy is up with its address. Returns once
+        ovs-vswitchd has applied the whole database; the value is the
+        ``time.monotonic()`` at which the daemons were started (serving)."""
         h = self._ovs_host(host)
-        running = [d for d in ("ovsdb-server", "ovs-vswitchd") if h.ovs_pid(d)]
+        wanted = _ovs_daemons(daemons)
+        running = [d for d in wanted if h.ovs_pid(d)]
         if running:
             raise LabError(f"{h.name}: already running: {', '.join(running)}")
-        self._start_ovs_daemons(h)
+        missing = [d for d in OVS_DAEMONS if d not in wanted and not h.ovs_pid(d)]
+        if missing:
+            raise LabError(f"{h.name}: not running, start it too: {', '.join(missing)}")
+        self._start_ovs_daemons(h, wanted)
+        started = time.monotonic()
         # A change made without --no-wait returns once ovs-vswitchd has applied
         # the whole database, so br-phy and its ports exist again.
         stamp = f"external_ids:lab-started={time.time_ns()}"
         run([*self._vsctl(h), "--", "set", "open_vswitch", ".", stamp])
         self._address(h, PHY_BRIDGE)
         run(["ip", "-n", h.netns, "link", "set", PHY_BRIDGE, "up"])
+        return started
+
+    def wipe_ovs(self, host: Host | str | int, sig: int = signal.SIGTERM) -> float:
+        """Lose the host's OVS database: stop both daemons, delete the
+        database file, create an empty one and start again, with only what
+        ``up`` puts there (br-phy holding eth0, the underlay address). Every
+        bridge and port anything else made is gone from OVSDB. Returns the
+        ``time.monotonic()`` at which the daemons were started again (before
+        br-phy was rebuilt)."""
+        h = self._ovs_host(host)
+        self.stop_ovs(h, sig)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(h.db_file)
+        run(["ovsdb-tool", "create", h.db_file, OVS_SCHEMA])
+        self._start_ovs_daemons(h)
+        started = time.monotonic()
+        self._build_phy(h)
+        return started
 
     def _ovs_host(self, host: Host | str | int) -> Host:
         h = self.host(host)
@@ -1063,14 +1131,20 @@ def _cmd_restart_agent(args: argparse.Namespace) -> int:
 def _cmd_ovs(args: argparse.Namespace) -> int:
     lab = Lab.load(args.prefix)
     h = lab.host(args.host)
-    if args.action == "stop":
-        lab.stop_ovs(h, signal.SIGKILL if args.kill else signal.SIGTERM)
+    sig = signal.SIGKILL if args.kill else signal.SIGTERM
+    daemons = tuple(args.daemon or OVS_DAEMONS)
+    if args.action == "wipe":
+        if args.daemon:
+            raise LabError("wipe stops and starts both OVS daemons: no --daemon")
+        lab.wipe_ovs(h, sig)
+    elif args.action == "stop":
+        lab.stop_ovs(h, sig, daemons)
     elif args.action == "start":
-        lab.start_ovs(h)
+        lab.start_ovs(h, daemons)
     else:
-        lab.stop_ovs(h, signal.SIGKILL if args.kill else signal.SIGTERM)
-        lab.start_ovs(h)
-    print(f"{h.name}: OVS {args.action} done")
+        lab.stop_ovs(h, sig, daemons)
+        lab.start_ovs(h, daemons)
+    print(f"{h.name}: OVS {args.action} done ({', '.join(daemons)})")
     return 0
 
 
@@ -1136,10 +1210,18 @@ def parser() -> argparse.ArgumentParser:
     ra.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
     ra.set_defaults(fn=_cmd_restart_agent)
 
-    ovs = with_prefix(sub.add_parser("ovs", help="stop / start / restart a host's OVS daemons"))
-    ovs.add_argument("action", choices=("stop", "start", "restart"))
+    ovs = with_prefix(
+        sub.add_parser("ovs", help="stop / start / restart a host's OVS daemons, or wipe its db")
+    )
+    ovs.add_argument("action", choices=("stop", "start", "restart", "wipe"))
     ovs.add_argument("host")
     ovs.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    ovs.add_argument(
+        "--daemon",
+        action="append",
+        choices=OVS_DAEMONS,
+        help="only this daemon (repeat; default both)",
+    )
     ovs.set_defaults(fn=_cmd_ovs)
 
     ip = with_prefix(sub.add_parser("iperf", help="iperf3 between two hosts' underlay addresses"))
