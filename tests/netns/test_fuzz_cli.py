@@ -722,7 +722,7 @@ def test_argv_that_is_not_utf8_is_a_usage_error(fz: FuzzHost) -> None:
         ("netplumb", [b"bridge", b"del", b"\xff"]),
         ("netplumb", [b"detach", b"netns:\xc3\x28"]),
         ("netplumb", [b"attach", b"b", b"netns:npfz-nosuch", b"--ifname", b"eth\xed\xa0\x80"]),
-        ("pipework", [b"npfz0", b"-i", b"\xff", b"netns:npfz-nosuch", b"198.18.0.5/24"]),
+        ("pipework", [b"route", b"netns:npfz-nosuch", b"198.19.0.0/16", b"dev", b"\xff"]),
         ("pipework", [b"route", b"netns:\xff", b"198.19.0.0/16"]),
     ):
         env = {"PATH": os.environ.get("PATH", ""), "NETPLUMB_SOCKET": fz.daemon.socket}
