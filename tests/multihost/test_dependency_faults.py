@@ -12,6 +12,11 @@ outside: the OVSDB rows (tagged with h1's agent id), the bridge's address,
 the bridge, across the tunnel to h2, and on the VLAN. The restore time is
 polled: from the moment the daemons were started again to the end of the
 first poll that found everything in place.
+
+Two product bugs are strict xfail tests here: status and log say nothing
+while ovs-vswitchd is down, and an OVS bridge re-created after the database
+was lost gets a new MAC, so guests cannot reach the bridge's address (their
+gateway) until their neighbour entry expires.
 """
 
 from __future__ import annotations
@@ -350,6 +355,10 @@ def test_ovs_database_wiped(world: World) -> None:
 def test_guests_reach_the_bridge_address_soon_after_the_ovs_database_is_wiped(
     world: World,
 ) -> None:
+    # The guests know the bridge's MAC now (as any guest using it as its gateway).
+    for e in world.eps:
+        subprocess.run(["ip", "-n", e.netns, "neigh", "flush", "all"], capture_output=True)
+    assert ping_failures([(e.netns, "198.19.60.1") for e in world.on("h1", OVERLAY)]) == []
     try:
         assert wipe(world, gateway=True) <= RECOVERY_BOUND
     finally:
