@@ -749,11 +749,10 @@ class Engine:
             return record
         seen = self.netlink.observe_bridge(name)
         if seen.exists and seen.is_bridge:
-            # An existing Linux bridge (pipework's bri0): adopt it, never own it.
-            record = BridgeRecord(spec=BridgeSpec(name=name), owned=False)
-            self.store.put_bridge(record)
-            log.info("bridge %s adopted for an attach (netplumb will never delete it)", name)
-            return record
+            # An existing Linux bridge (pipework's bri0): adopted, never
+            # owned -- recorded by the caller once the attach has succeeded,
+            # so a refused attach leaves no trace.
+            return BridgeRecord(spec=BridgeSpec(name=name), owned=False)
         raise NotFound(
             f"bridge {name} does not exist",
             field="spec.bridge",
@@ -847,6 +846,12 @@ class Engine:
                     if existing is None:
                         self._undo(ops, handle, f"endpoint {eid}")
                     raise
+                if bridge is not None and want.bridge not in self.store.bridges():
+                    self._store_or_rollback(lambda: self.store.put_bridge(bridge), ops, handle)
+                    log.info(
+                        "bridge %s adopted for an attach (netplumb will never delete it)",
+                        want.bridge,
+                    )
                 if record != existing:
                     self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
             if ops:

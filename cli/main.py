@@ -128,7 +128,7 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         default=argparse.SUPPRESS,
         help="call timeout (default 30)",
@@ -174,9 +174,9 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
         metavar="CIDR",
         help="address on the bridge (repeatable)",
     )
-    badd.add_argument("--mtu", type=int, default=0, metavar="N", help="bridge MTU (68..65535)")
+    badd.add_argument("--mtu", type=_u32, default=0, metavar="N", help="bridge MTU (68..65535)")
     badd.add_argument(
-        "--vni", type=int, default=0, metavar="N", help="overlay VNI (joins peers' bridges)"
+        "--vni", type=_u32, default=0, metavar="N", help="overlay VNI (joins peers' bridges)"
     )
     badd.add_argument(
         "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="overlay encapsulation"
@@ -218,9 +218,9 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
         "--host-ifname", default="", metavar="IF", help="host-side veth name (default np + hash)"
     )
     att.add_argument("--mac", default="", metavar="MAC", help="guest MAC (default stable, derived)")
-    att.add_argument("--mtu", type=int, default=0, metavar="N", help="MTU (default the bridge's)")
+    att.add_argument("--mtu", type=_u32, default=0, metavar="N", help="MTU (default the bridge's)")
     att.add_argument(
-        "--vlan", type=int, default=0, metavar="ID", help="access VLAN of the port (1..4094)"
+        "--vlan", type=_u32, default=0, metavar="ID", help="access VLAN of the port (1..4094)"
     )
     att.add_argument(
         "--route",
@@ -286,7 +286,7 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     radd.add_argument("guest", metavar="GUEST")
     radd.add_argument("destination", metavar="DEST", help="CIDR or 'default'")
     radd.add_argument("--via", default="", metavar="GW", help="next hop (default on-link)")
-    radd.add_argument("--metric", type=int, default=0, metavar="N")
+    radd.add_argument("--metric", type=_u32, default=0, metavar="N")
     radd.add_argument(
         "--ifname", default="", metavar="IF", help="needed when the guest has several endpoints"
     )
@@ -319,6 +319,33 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
     cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
     return p
+
+
+def _is_text(arg: str) -> bool:
+    """False for an argument that is not UTF-8 (Python hands such bytes over
+    as lone surrogates) or holds a NUL."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in arg
+
+
+def _u32(text: str) -> int:
+    """An unsigned 32-bit number (the daemon checks each field's own range)."""
+    if not text.isascii() or not text.isdigit() or int(text) > 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 4294967295")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 < S <= 86400)")
+    return value
 
 
 def _split(value: str, what: str) -> tuple[str, str]:
@@ -432,6 +459,9 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(out)
     try:
+        for a in argv:
+            if not _is_text(a):
+                raise UsageError(f"netplumb: argument {a!r} is not valid UTF-8 text")
         args = parser.parse_args(argv)
     except UsageError as e:
         print(str(e), file=err)

@@ -112,6 +112,13 @@ Request = Attach | Sub | Wait
 def parse(argv: Sequence[str]) -> Request | None:
     """pipework's arguments as a request; None for --help. Raises UsageError."""
     args = list(argv)
+    for a in args:
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"argument {a!r} is not valid UTF-8 text") from None
+        if "\0" in a:
+            raise UsageError(f"argument {a!r} holds a NUL byte")
     if not args or args[0] in ("--help", "-h", "help"):
         if not args:
             raise UsageError("missing arguments")
@@ -188,7 +195,7 @@ def _mac_vlan(value: str) -> tuple[str, int]:
     mac, sep, vlan_s = value.partition("@")
     vlan = 0
     if sep:
-        if not vlan_s.isdigit():
+        if not (vlan_s.isascii() and vlan_s.isdigit()) or len(vlan_s) > 5:
             raise UsageError(f"{value!r}: the VLAN after '@' must be a number")
         vlan = int(vlan_s)
         if not 1 <= vlan <= 4094:
@@ -218,8 +225,8 @@ def _parse_wait(args: list[str]) -> Wait:
                 timeout = float(args[i + 1])
             except ValueError:
                 raise UsageError("--timeout takes a number of seconds") from None
-            if timeout < 0:
-                raise UsageError("--timeout takes a number of seconds")
+            if not 0 <= timeout <= 86400:  # also refuses nan and inf
+                raise UsageError("--timeout takes a number of seconds (0 to 86400)")
         else:
             raise UsageError(f"--wait: unexpected argument {args[i]!r}")
         i += 2
@@ -340,11 +347,34 @@ def _run(client: object, req: Attach | Sub) -> str:
     if isinstance(req, Sub):
         return _sub(c, req)
     kind, parent, bridge = _host_mode(c, req)
+    made = False
     if kind == "veth" and bridge not in {b.spec.name for b in c.list_bridges()}:  # type: ignore[attr-defined]
         # A bridge netplumb already knows is used as it is (it may carry
         # addresses, an MTU or a VNI that an empty request would contradict).
-        c.create_bridge(bridge, _host_kind(bridge))  # type: ignore[attr-defined]
+        made = c.create_bridge(bridge, _host_kind(bridge)).owned  # type: ignore[attr-defined]
     client, options, keep = _dhcp(req)
+    try:
+        _attach(c, req, kind, parent, bridge, client, options, keep)
+    except Exception:
+        if made:  # nothing half-made: the bridge this command created goes too
+            try:
+                c.delete_bridge(bridge)  # type: ignore[attr-defined]
+            except Exception:  # the attach's error is the one to report
+                pass
+        raise
+    return ""
+
+
+def _attach(
+    c: object,
+    req: Attach,
+    kind: str,
+    parent: str,
+    bridge: str,
+    client: str,
+    options: list[str],
+    keep: bool,
+) -> None:
     c.attach(  # type: ignore[attr-defined]
         bridge,
         req.guest,
@@ -360,7 +390,6 @@ def _run(client: object, req: Attach | Sub) -> str:
         dhcp_options=options,
         dhcp_keep=keep,
     )
-    return ""
 
 
 def _host_mode(c: object, req: Attach, sysfs: str = "/sys/class/net") -> tuple[str, str, str]:
@@ -503,8 +532,8 @@ def _ip_route(args: Sequence[str]) -> tuple[str, str, str, str, int]:
         elif key == "dev":
             dev = value
         elif key in ("metric", "priority", "preference"):
-            if not value.isdigit():
-                raise UsageError(f"route: metric {value!r} is not a number")
+            if not (value.isascii() and value.isdigit()) or int(value) > 0xFFFFFFFF:
+                raise UsageError(f"route: metric {value!r} is not a number from 0 to 4294967295")
             metric = int(value)
         else:
             raise UsageError(

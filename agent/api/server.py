@@ -12,7 +12,9 @@ from __future__ import annotations
 import grp
 import logging
 import os
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +29,53 @@ from .servicer import AgentServicer
 log = logging.getLogger("netplumb.server")
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["Agent"].full_name
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not the method's message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Bytes that are not a valid protobuf message of the method's request
+    type get INVALID_ARGUMENT, for every service (Agent, health,
+    reflection): grpcio's own answer would be INTERNAL, with a traceback in
+    the log, for what is the caller's mistake."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or not handler.unary_unary:
+            return handler
+        decode = handler.request_deserializer
+        behaviour = handler.unary_unary
+        method = handler_call_details.method
+
+        def safe_decode(raw: bytes) -> Any:
+            try:
+                return decode(raw)
+            except Exception as e:  # DecodeError, UnicodeDecodeError, ...
+                return _Undecodable(e)
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                log.info("%s: undecodable request refused: %s", method, request.error)
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid message for {method}",
+                )
+            return behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=safe_decode,
+            response_serializer=handler.response_serializer,
+        )
 
 
 class Server:
@@ -54,6 +103,7 @@ class Server:
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)],
+            interceptors=[UndecodableIsInvalid()],
         )
         agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(engine, state_dir), self.grpc)
         self.health = health.HealthServicer()

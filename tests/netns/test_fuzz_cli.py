@@ -686,15 +686,9 @@ def test_fuzz_argv_as_subprocesses(fz: FuzzHost) -> None:
     fz.assert_healthy_and_unchanged()
 
 
-# ------------------------------------------------------------ known bugs
+# ------------------------------------------------ bugs the fuzz found (fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an integer option out of the uint32 range (--mtu -1, --vni 4294967296, "
-    "--metric -1) or a --timeout that is not a finite non-negative number (nan, inf, -1) "
-    "exits 1 'internal error: ValueError' instead of 2",
-)
 def test_netplumb_numbers_out_of_range_are_usage_errors(fz: FuzzHost) -> None:
     cases = [
         ["bridge", "add", "npfzbr0", "--mtu", "-1"],
@@ -711,11 +705,6 @@ def test_netplumb_numbers_out_of_range_are_usage_errors(fz: FuzzHost) -> None:
     _expect_usage(fz, "netplumb", cases)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an argument that is not UTF-8 (e.g. $'\\xff' from a shell) exits 1 "
-    "'internal error: UnicodeEncodeError' instead of a usage error",
-)
 def test_argv_that_is_not_utf8_is_a_usage_error(fz: FuzzHost) -> None:
     wrong = []
     for tool, argv in (
@@ -734,12 +723,6 @@ def test_argv_that_is_not_utf8_is_a_usage_error(fz: FuzzHost) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pipework takes '@VLAN' and 'metric N' as numbers when str.isdigit() says so; "
-    "int() refuses Unicode digits such as '\u00b2' (a traceback, exit 1), and a metric above "
-    "2^32-1 exits 1 'Value out of range'",
-)
 def test_pipework_numbers_that_are_not_numbers_are_usage_errors(fz: FuzzHost) -> None:
     cases = [
         ["npfz0", "netns:npfz-nosuch", "198.18.0.5/24", "02:00:00:00:00:01@\u00b2"],
@@ -749,11 +732,6 @@ def test_pipework_numbers_that_are_not_numbers_are_usage_errors(fz: FuzzHost) ->
     _expect_usage(fz, "pipework", cases)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pipework --wait --timeout nan waits forever (nan is neither < 0 nor ever "
-    "reached) instead of refusing the timeout",
-)
 def test_pipework_wait_refuses_a_timeout_that_is_not_a_number(fz: FuzzHost) -> None:
     try:
         rc, _, err = run_subprocess(
@@ -764,11 +742,6 @@ def test_pipework_wait_refuses_a_timeout_that_is_not_a_number(fz: FuzzHost) -> N
     assert rc == 2, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pipework creates a missing br* bridge before the attach; when the attach is "
-    "refused (the guest does not exist) the bridge stays, created and recorded",
-)
 def test_refused_pipework_command_creates_no_bridge(fz: FuzzHost) -> None:
     bridge = f"brfz{fz.tag}"
     try:

@@ -893,7 +893,7 @@ def test_fuzz_health_service(fz: FuzzHost) -> None:
     fz.assert_healthy_and_unchanged()
 
 
-# ------------------------------------------------------------ known bugs
+# ------------------------------------------------ bugs the fuzz found (fixed)
 
 
 def _undecodable(method: str, rng: random.Random) -> list[bytes]:
@@ -904,11 +904,6 @@ def _undecodable(method: str, rng: random.Random) -> list[bytes]:
     return [d for d in out if not decodes(method, d)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a request that does not decode (bad framing, a string that is no UTF-8) is "
-    "answered INTERNAL 'Exception deserializing request!' by grpcio, not INVALID_ARGUMENT",
-)
 def test_undecodable_request_is_invalid_argument(fz: FuzzHost) -> None:
     rng = random.Random(5)
     wrong: list[str] = []
@@ -921,12 +916,6 @@ def test_undecodable_request_is_invalid_argument(fz: FuzzHost) -> None:
     assert not wrong, "\n".join(wrong[:10]) + f"\n({len(wrong)} in all)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an Attach naming an existing, unrecorded Linux bridge records it as adopted "
-    "before the attach is refused (here: the guest does not exist), so a refused request "
-    "changes the store",
-)
 def test_refused_attach_adopts_no_bridge(fz: FuzzHost) -> None:
     spec = enc(E, bridge=fz.foreign_bridge, guest="netns:npfz-nosuch", addresses=SEED_V4 + "40/24")
     try:
