@@ -45,6 +45,20 @@ class Config:
     tls_key: str = ""  # PEM private key of tls_cert, unencrypted
     tls_client_ca: str = ""  # PEM CA(s) a client certificate must chain to
     insecure_tcp: bool = False  # plaintext TCP, no client authentication
+    # Cluster mode: etcd client URLs, comma-separated; empty: standalone.
+    etcd: str = ""
+    etcd_prefix: str = "/netplumb"  # key prefix of this cluster in etcd
+    etcd_ca: str = ""  # PEM CA of etcd's server certificate (https URLs)
+    etcd_cert: str = ""  # PEM client certificate for etcd, if it asks for one
+    etcd_key: str = ""  # its private key
+    # This host's name in the cluster; empty: the system host name.
+    host_name: str = ""
+    # Seconds the host's registration outlives the agent: a host that dies
+    # leaves its peers' mesh this long after its last keepalive.
+    cluster_ttl: int = 10
+    # DNS: resolvers for names outside the cluster's networks, comma-separated
+    # IP or IP:PORT; empty: such queries are refused.
+    dns_upstreams: str = ""
 
 
 # Settings that only make sense with a TCP listener.
@@ -75,6 +89,9 @@ def _apply(cfg: Config, doc: dict[str, Any], origin: str) -> Config:
         if isinstance(known[name].default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{origin}: key {key!r} must be true or false")
+        elif isinstance(known[name].default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{origin}: key {key!r} must be a whole number")
         elif not isinstance(value, str) or (not value and known[name].default != ""):
             # "" is accepted where it is the default ("off", "automatic")
             raise ConfigError(f"{origin}: key {key!r} must be a non-empty string")
@@ -104,6 +121,54 @@ def validate(cfg: Config, origin: str) -> None:
                 f"{origin}: underlay_address {cfg.underlay_address!r} is not an IP address"
             ) from None
     _validate_tcp(cfg, origin)
+    _validate_cluster(cfg, origin)
+
+
+def etcd_urls(cfg: Config) -> list[str]:
+    return [u.strip() for u in cfg.etcd.split(",") if u.strip()]
+
+
+def dns_upstreams(cfg: Config) -> list[str]:
+    return [u.strip() for u in cfg.dns_upstreams.split(",") if u.strip()]
+
+
+def _validate_cluster(cfg: Config, origin: str) -> None:
+    urls = etcd_urls(cfg)
+    for url in urls:
+        if not re.fullmatch(r"https?://[^/\s]+(:[0-9]+)?/?", url):
+            raise ConfigError(
+                f"{origin}: etcd URL {url!r} is not http(s)://HOST:PORT "
+                "(e.g. http://198.18.0.1:2379)"
+            )
+    stray = [k for k in ("etcd_ca", "etcd_cert", "etcd_key", "host_name") if getattr(cfg, k)]
+    if stray and not urls:
+        raise ConfigError(
+            f"{origin}: {_names(stray)} only {'applies' if len(stray) == 1 else 'apply'} "
+            "in cluster mode: give etcd (--etcd URL) as well, or drop "
+            + ("it" if len(stray) == 1 else "them")
+        )
+    if bool(cfg.etcd_cert) != bool(cfg.etcd_key):
+        raise ConfigError(f"{origin}: etcd_cert and etcd_key go together")
+    if not cfg.etcd_prefix.startswith("/") or "//" in cfg.etcd_prefix:
+        raise ConfigError(f"{origin}: etcd_prefix {cfg.etcd_prefix!r} must be an absolute key path")
+    if cfg.host_name and not re.fullmatch(
+        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", cfg.host_name
+    ):
+        raise ConfigError(
+            f"{origin}: host_name {cfg.host_name!r} is not a DNS label (letters, digits, '-')"
+        )
+    if not 2 <= cfg.cluster_ttl <= 3600:
+        raise ConfigError(f"{origin}: cluster_ttl {cfg.cluster_ttl} is not 2..3600 seconds")
+    for up in dns_upstreams(cfg):
+        host, _, port = up.rpartition(":") if up.count(":") == 1 else (up, "", "")
+        try:
+            ipaddress.ip_address(host.strip("[]") or up)
+        except ValueError:
+            raise ConfigError(
+                f"{origin}: dns_upstreams entry {up!r} is not IP or IP:PORT"
+            ) from None
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"{origin}: dns_upstreams entry {up!r} has a bad port")
 
 
 def _flag(key: str) -> str:
@@ -252,6 +317,14 @@ def from_args(args: argparse.Namespace) -> Config:
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
         "insecure_tcp": args.insecure_tcp,
+        "etcd": args.etcd,
+        "etcd_prefix": args.etcd_prefix,
+        "etcd_ca": args.etcd_ca,
+        "etcd_cert": args.etcd_cert,
+        "etcd_key": args.etcd_key,
+        "host_name": args.host_name,
+        "cluster_ttl": args.cluster_ttl,
+        "dns_upstreams": args.dns_upstreams,
     }
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
     validate(cfg, "command line")

@@ -15,10 +15,14 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from . import config as config_mod
 from .errors import NetplumbError
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("netplumb.daemon")
 
@@ -26,7 +30,13 @@ EPILOG = """\
 configuration: settings come from the defaults, then the TOML file given with
 --config (keys: socket, socket_group, state_dir, ovsdb, docker_url,
 log_level, underlay_address, ovs_datapath_type, listen, tls_cert, tls_key,
-tls_client_ca, insecure_tcp), then these flags; flags win.
+tls_client_ca, insecure_tcp, etcd, etcd_prefix, etcd_ca, etcd_cert, etcd_key,
+host_name, cluster_ttl, dns_upstreams), then these flags; flags win.
+
+cluster mode: with --etcd the host registers itself and finds its peers
+there (no 'peer add'), builds every network defined with 'netplumb network
+create', allocates addresses cluster-wide and answers DNS for endpoint names
+on each network's DNS address.
 
 access: the unix socket is mode 0660, owned by root and --socket-group; only
 root and that group's members can use it. TCP is off unless --listen is given,
@@ -38,6 +48,7 @@ examples:
   netplumbd --socket /tmp/np.sock --state-dir /tmp/np-state --log-level debug
   netplumbd --listen 198.18.0.1:7443 --tls-cert /etc/netplumb/tls/server.crt \\
       --tls-key /etc/netplumb/tls/server.key --tls-client-ca /etc/netplumb/tls/ca.crt
+  netplumbd --etcd http://198.18.0.1:2379,http://198.18.0.2:2379 --host-name h1
 """
 
 
@@ -101,6 +112,30 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="serve --listen as plaintext TCP without client authentication: anyone who "
         "reaches the port controls this host's networking (tests, trusted labs only)",
+    )
+    cl = p.add_argument_group("cluster mode (off by default: standalone)")
+    cl.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="etcd client URLs: join the cluster (hosts find each other, networks, addresses, names)",
+    )
+    cl.add_argument("--etcd-prefix", metavar="KEY", help="key prefix in etcd (default /netplumb)")
+    cl.add_argument("--etcd-ca", metavar="FILE", help="PEM CA of etcd's certificate (https URLs)")
+    cl.add_argument("--etcd-cert", metavar="FILE", help="PEM client certificate for etcd")
+    cl.add_argument("--etcd-key", metavar="FILE", help="private key of --etcd-cert")
+    cl.add_argument(
+        "--host-name", metavar="NAME", help="this host's name in the cluster (default: hostname)"
+    )
+    cl.add_argument(
+        "--cluster-ttl",
+        type=int,
+        metavar="SECONDS",
+        help="how long a dead host stays in its peers' mesh (default 10)",
+    )
+    cl.add_argument(
+        "--dns-upstreams",
+        metavar="IP[:PORT],...",
+        help="resolvers for names outside the cluster's networks (default: refuse them)",
     )
     p.add_argument("--version", action="version", version=f"netplumbd {__version__}")
     return p
@@ -173,6 +208,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # reconcile again by themselves.
     ovs.wait_connected(3.0)
 
+    cluster = None
+    dns = None
+    if config_mod.etcd_urls(cfg):
+        from .cluster import Cluster
+        from .drivers.etcd import EtcdDriver
+
+        etcd = EtcdDriver(
+            config_mod.etcd_urls(cfg),
+            cfg.etcd_prefix,
+            ca=cfg.etcd_ca,
+            cert=cfg.etcd_cert,
+            key=cfg.etcd_key,
+        )
+        cluster = Cluster(
+            etcd, cfg.host_name or os.uname().nodename, store.agent_id, __version__, cfg.cluster_ttl
+        )
+        engine.cluster = cluster
+
     repaired, failed, collected = engine.reconcile()
     log.info(
         "reconciled at start: %d repaired, %d failed, %d orphans collected",
@@ -213,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         log.error("cannot serve: %s", e)
         return 1
+    if cluster is not None:
+        dns = _join_cluster(cluster, engine, cfg)
     server.set_serving()
     log.info("netplumbd %s ready (state in %s)", __version__, store.path)
 
@@ -225,11 +280,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     notify("STOPPING=1")
     server.stop()
+    if dns is not None:
+        dns.close()
+    if cluster is not None:
+        # The registration is left to expire: a restart (an upgrade) re-joins
+        # within the TTL and the peers' tunnels never go down meanwhile.
+        cluster.etcd.close()
     ovs.close()
     docker.close()
     driver.close()
     log.info("stopped")
     return 0
+
+
+def _join_cluster(cluster: Any, engine: Engine, cfg: config_mod.Config) -> Any:
+    """Register this host, follow hosts, networks and names, and answer DNS
+    on every network's DNS address."""
+    from .dns import DnsServer
+
+    upstreams = config_mod.dns_upstreams(cfg)
+    dns = DnsServer(cluster.lookup, upstreams, forward=bool(upstreams))
+
+    class Members:
+        def sync_cluster_peers(self, wanted: Any) -> None:
+            engine.sync_cluster_peers(wanted)
+
+        def sync_networks(self, networks: Any) -> None:
+            engine.sync_networks(networks)
+            for name, net in networks.items():
+                if net.dns is not None:
+                    try:
+                        dns.serve(name, str(net.dns))
+                    except NetplumbError as e:
+                        log.error("cluster: DNS for network %s not served: %s", name, e)
+            for name in list(dns.served):
+                if name not in networks:
+                    dns.stop(name)
+
+    try:
+        underlay = cfg.underlay_address or engine._underlay()[0]
+    except NetplumbError as e:
+        log.error("cluster: cannot find this host's underlay address: %s", e.message)
+        underlay = ""
+    cluster.start(Members(), underlay)
+    return dns
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .cluster import Cluster
+from .core import cluster as cluster_keys
 from .core import naming, overlay, plan, spec
 from .core.model import (
     BridgeKind,
@@ -29,7 +31,9 @@ from .core.model import (
     GuestRef,
     HostFeatures,
     IPAddress,
+    IPInterface,
     LinkKind,
+    NetworkSpec,
     ObservedEndpoint,
     PeerRecord,
     RouteSpec,
@@ -199,6 +203,7 @@ class Engine:
         if dhcp is not None:
             dhcp.on_exit = self._dhcp_restart
         self.tc = tc
+        self.cluster: Cluster | None = None  # cluster mode (set by the daemon)
         self.underlay_address = underlay_address
         self._peer_lock = threading.Lock()
         self._memo = threading.local()
@@ -770,6 +775,13 @@ class Engine:
             with ExitStack() as stack:
                 if veth:
                     stack.enter_context(self._locks.bridge(want.bridge).read())
+                if want.name and (bridge is None or bridge.network is None):
+                    raise PreconditionFailed(
+                        f"endpoint names are published on cluster networks; {want.bridge or 'it'} "
+                        "is not one",
+                        field="spec.name",
+                        hint="attach to a network (netplumb network ls), or drop --name",
+                    )
                 ovs_bridge = bridge is not None and bridge.spec.kind is BridgeKind.OVS
                 plan.check_endpoint_features(want.vlan, self.features, ovs_bridge, want.kind)
                 existing = self.store.endpoints().get(eid)
@@ -832,28 +844,41 @@ class Engine:
                         netns_path=handle.path,
                         guest_name=guest_name,
                     )
-                self._check_route_overlap(record)
-                if want.vlan and bridge is not None and bridge.spec.kind is BridgeKind.LINUX:
-                    # Access ports mean nothing until the bridge filters VLANs.
-                    seen_br = self.netlink.observe_bridge(want.bridge, addresses=False)
-                    self._apply(
-                        plan.plan_bridge_vlan(seen_br), None, rollback=False, what=want.bridge
-                    )
-                ops = self._plumb(record, handle, fresh=existing is None)
+                net = bridge.network if bridge is not None else None
+                claimed: tuple[IPAddress, ...] = ()
+                if existing is None and net is not None:
+                    record, claimed = self._claim_addresses(record, net)
                 try:
-                    self._dhcp_after(record, handle, ops)
-                except NetplumbError:
-                    if existing is None:
-                        self._undo(ops, handle, f"endpoint {eid}")
+                    self._check_route_overlap(record)
+                    if want.vlan and bridge is not None and bridge.spec.kind is BridgeKind.LINUX:
+                        # Access ports mean nothing until the bridge filters VLANs.
+                        seen_br = self.netlink.observe_bridge(want.bridge, addresses=False)
+                        self._apply(
+                            plan.plan_bridge_vlan(seen_br), None, rollback=False, what=want.bridge
+                        )
+                    ops = self._plumb(record, handle, fresh=existing is None)
+                    try:
+                        self._dhcp_after(record, handle, ops)
+                    except NetplumbError:
+                        if existing is None:
+                            self._undo(ops, handle, f"endpoint {eid}")
+                        raise
+                    if bridge is not None and want.bridge not in self.store.bridges():
+                        self._store_or_rollback(lambda: self.store.put_bridge(bridge), ops, handle)
+                        log.info(
+                            "bridge %s adopted for an attach (netplumb will never delete it)",
+                            want.bridge,
+                        )
+                    if record != existing:
+                        self._store_or_rollback(
+                            lambda: self.store.put_endpoint(record), ops, handle
+                        )
+                except BaseException:
+                    if claimed and net is not None and self.cluster is not None:
+                        self.cluster.release(net.name, claimed, eid, str(want.guest))
                     raise
-                if bridge is not None and want.bridge not in self.store.bridges():
-                    self._store_or_rollback(lambda: self.store.put_bridge(bridge), ops, handle)
-                    log.info(
-                        "bridge %s adopted for an attach (netplumb will never delete it)",
-                        want.bridge,
-                    )
-                if record != existing:
-                    self._store_or_rollback(lambda: self.store.put_endpoint(record), ops, handle)
+                if net is not None:
+                    self._publish(record, net)
             if ops:
                 log.info(
                     "endpoint %s attached: %s %s on %s (%d ops, %.1f ms)",
@@ -892,6 +917,7 @@ class Engine:
             ops = plan.plan_detach(record, seen, self.store.agent_id)
             self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
         self.store.delete_endpoint(record.id)
+        self._release_cluster(record)
         log.info("endpoint %s detached: %s %s", record.id, record.guest, record.ifname)
 
     def find(self, guest: GuestRef, ifname: str, any_ok: bool = False) -> EndpointRecord:
@@ -1008,6 +1034,193 @@ class Engine:
             self._apply(ops, handle, rollback=True, what=f"endpoint {new.id}")
             self._store_or_rollback(lambda: self.store.put_endpoint(new), ops, handle)
         return EndpointView(new)
+
+    # ------------------------------------------------------------ cluster
+
+    def _claim_addresses(
+        self, record: EndpointRecord, net: NetworkSpec
+    ) -> tuple[EndpointRecord, tuple[IPAddress, ...]]:
+        """Cluster networks: reserve the endpoint's static addresses in the
+        network's subnet, or allocate one when it has none (and no DHCP);
+        the network's gateway becomes the default route unless one was
+        given. Returns the record and the addresses claimed."""
+        if self.cluster is None:
+            raise DependencyUnavailable(
+                f"bridge {net.name} is cluster network, and this netplumbd runs without etcd",
+                field="spec.bridge",
+            )
+        want = record.spec
+        guest = str(want.guest)
+        claimed: list[IPAddress] = []
+        allocated: tuple[IPInterface, ...] = ()
+        try:
+            for a in want.addresses:
+                if a.ip in net.subnet:
+                    self.cluster.reserve(net, a.ip, record.id, guest)
+                    claimed.append(a.ip)
+            if not any(a.ip in net.subnet for a in want.addresses) and want.dhcp is None:
+                got = self.cluster.allocate(net, record.id, guest)
+                claimed.append(got.ip)
+                allocated = (got,)
+        except BaseException:
+            self.cluster.release(net.name, claimed, record.id, guest)
+            raise
+        gateways: tuple[IPAddress, ...] = ()
+        gw = net.gateway
+        if (
+            not want.gateways
+            and gw is not None
+            and any(a.version == gw.version for a in (*want.addresses, *allocated))
+            and not self._guest_has_default(record, gw.version)
+        ):
+            gateways = (gw,)
+        return replace(record, allocated=allocated, net_gateways=gateways), tuple(claimed)
+
+    def _guest_has_default(self, record: EndpointRecord, version: int) -> bool:
+        """Whether another endpoint of the guest already gives it a default
+        route of that IP version (the network's gateway is then left out)."""
+        return any(
+            r.destination.prefixlen == 0 and r.destination.version == version
+            for other in self.store.endpoints().values()
+            if other.guest == record.guest and other.id != record.id
+            for r in plan.endpoint_routes(other)
+        )
+
+    def _publish(self, record: EndpointRecord, net: NetworkSpec) -> None:
+        """The endpoint's name (given, or the container's) in the registry."""
+        name = record.spec.name or record.guest_name
+        if self.cluster is None or not name or not spec.DNS_LABEL_RE.fullmatch(name):
+            return
+        addrs = [a for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
+        try:
+            self.cluster.publish(net.name, name, addrs, record.id, strict=bool(record.spec.name))
+        except DependencyUnavailable as e:
+            log.warning("endpoint %s: name %s not published now: %s", record.id, name, e)
+            return
+        if record.name != name:
+            current = self.store.endpoints().get(record.id)
+            if current is not None:
+                self.store.put_endpoint(replace(current, name=name))
+
+    def _release_cluster(self, record: EndpointRecord) -> None:
+        bridge = self.store.bridges().get(record.spec.bridge)
+        net = bridge.network if bridge is not None else None
+        if net is None or self.cluster is None:
+            return
+        addrs = [a.ip for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
+        self.cluster.release(net.name, addrs, record.id, str(record.guest))
+        if record.name:
+            self.cluster.unpublish(net.name, record.name, record.id)
+
+    def sync_cluster_peers(self, wanted: dict[IPAddress, str]) -> None:
+        """Make the peers that came from the cluster's host registry exactly
+        ``wanted``; static peers stay as they are. One re-plan of every
+        overlay."""
+        with self._peer_lock, self._memoized():
+            peers = self.store.peers()
+            changed: list[str] = []
+            for key, p in peers.items():
+                if p.source == cluster_keys.SOURCE_CLUSTER and p.address not in wanted:
+                    self.store.delete_peer(key)
+                    changed.append(f"-{key}")
+            for ip, name in wanted.items():
+                existing = peers.get(str(ip))
+                if existing is not None and existing.source != cluster_keys.SOURCE_CLUSTER:
+                    continue  # added by hand: kept as it is
+                rec = PeerRecord(address=ip, name=name, source=cluster_keys.SOURCE_CLUSTER)
+                if existing != rec:
+                    self.store.put_peer(rec)
+                    changed.append(f"+{ip}")
+            if not changed:
+                return
+            log.info("cluster: peers changed: %s", " ".join(changed))
+            try:
+                self._converge_overlays(rollback=False)
+            except NetplumbError as e:
+                log.error("cluster: re-planning the overlays failed: %s", e)
+
+    def sync_networks(self, networks: dict[str, NetworkSpec]) -> None:
+        """Build a bridge for every cluster network; forget the bridges of
+        networks that are gone (once no endpoint uses them)."""
+        for name, net in sorted(networks.items()):
+            try:
+                self.ensure_network(net)
+            except NetplumbError as e:
+                log.error("cluster: network %s cannot be built here: %s", name, e)
+        for name, record in sorted(self.store.bridges().items()):
+            if record.network is None or name in networks:
+                continue
+            try:
+                self.delete_bridge(name)
+                log.info("cluster: network %s deleted: its bridge is gone", name)
+            except PreconditionFailed as e:
+                log.warning("cluster: network %s deleted, bridge kept meanwhile: %s", name, e)
+            except NetplumbError as e:
+                log.error("cluster: removing the bridge of network %s failed: %s", name, e)
+
+    def ensure_network(self, net: NetworkSpec) -> BridgeView:
+        want = replace(cluster_keys.bridge_for(net), mac=cluster_keys.network_mac(net.name))
+        if want.kind is BridgeKind.LINUX:
+            overlay.check_linux_tunnel(want, self.features)
+        with self._locks.bridge(want.name).write():
+            existing = self.store.bridges().get(want.name)
+            if existing is not None and existing.network is None:
+                raise Conflict(
+                    f"bridge {want.name} exists here and is not network {net.name}'s",
+                    field="spec.name",
+                    hint="delete or rename the local bridge",
+                )
+            if existing is not None and existing.spec != want:
+                users = [e for e in self.store.endpoints().values() if e.spec.bridge == net.name]
+                if users:
+                    raise Conflict(
+                        f"network {net.name} changed while {len(users)} endpoint(s) use it here",
+                        hint="detach them; the bridge is rebuilt then",
+                    )
+            for other in self.store.bridges().values():
+                if other.spec.vni == want.vni and other.spec.name != want.name:
+                    raise Conflict(
+                        f"VNI {want.vni} is already carried by bridge {other.spec.name}",
+                        field="spec.vni",
+                    )
+            record, ops = self._converge_bridge(want, existing, rollback=existing is None)
+            record = replace(record, network=net)
+            if existing != record:
+                self._store_or_rollback(lambda: self.store.put_bridge(record), ops, None)
+                log.info("cluster: network %s built here as bridge %s", net.name, want.name)
+            return self._bridge_view(record)
+
+    def _need_cluster(self) -> Cluster:
+        if self.cluster is None:
+            raise PreconditionFailed(
+                "networks are defined in cluster mode, and this netplumbd runs standalone",
+                hint="start netplumbd with --etcd URL",
+            )
+        return self.cluster
+
+    def create_network(self, net: NetworkSpec) -> tuple[NetworkSpec, int]:
+        """Define a network cluster-wide and build it here at once (every
+        other host builds it when its watch sees it)."""
+        c = self._need_cluster()
+        c.check_vni(net)
+        net, _ = c.create_network(net)
+        try:
+            self.ensure_network(net)
+        except NetplumbError as e:
+            log.error("cluster: network %s defined, but not built here: %s", net.name, e)
+        return net, c.allocated_count(net.name)
+
+    def delete_network(self, name: str) -> bool:
+        c = self._need_cluster()
+        existed = c.delete_network(name)
+        record = self.store.bridges().get(name)
+        if record is not None and record.network is not None:
+            self.delete_bridge(name)
+        return existed
+
+    def list_networks(self) -> list[tuple[NetworkSpec, int]]:
+        c = self._need_cluster()
+        return [(n, c.allocated_count(n.name)) for n in c.network_list()]
 
     # ---------------------------------------- macvlan / phys, rules, tc, dhcp
 
@@ -1239,6 +1452,12 @@ class Engine:
                     failed.append(replace(d, detail=f"{d.detail}; removing it failed: {e}"))
             else:
                 drift.append(replace(d, repair=_strs(ops)))
+        if repair and self.cluster is not None and self.cluster.up:
+            try:
+                for key in self.cluster.collect({e: None for e in known | busy}):
+                    collected.append(Drift("orphan", key, "held in etcd for no endpoint"))
+            except NetplumbError as e:
+                failed.append(Drift("orphan", "etcd", f"collecting leftovers failed: {e}"))
         return drift, failed, collected
 
     def _orphans(self, keep_endpoints: set[str]) -> list[tuple[Drift, tuple[Op, ...]]]:

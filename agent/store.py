@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from .core import cluster
 from .core.model import (
     BridgeKind,
     BridgeRecord,
@@ -303,6 +304,8 @@ def bridge_to_json(rec: BridgeRecord) -> dict[str, Any]:
         "tunnel": s.tunnel,
         "owned": rec.owned,
         "foreign_addresses": [str(a) for a in rec.foreign_addresses],
+        **({"mac": s.mac} if s.mac else {}),
+        **({"network": cluster.network_to_doc(rec.network)} if rec.network else {}),
     }
 
 
@@ -314,11 +317,13 @@ def bridge_from_json(d: dict[str, Any]) -> BridgeRecord:
         mtu=int(d["mtu"]),
         vni=int(d.get("vni", 0)),
         tunnel=d.get("tunnel", ""),
+        mac=str(d.get("mac", "")),
     )
     return BridgeRecord(
         spec=spec,
         owned=bool(d["owned"]),
         foreign_addresses=tuple(ipaddress.ip_interface(a) for a in d.get("foreign_addresses", [])),
+        network=cluster.network_from_doc(d["network"]) if d.get("network") else None,
     )
 
 
@@ -350,6 +355,7 @@ def endpoint_to_json(rec: EndpointRecord) -> dict[str, Any]:
             "gateways": [str(g) for g in s.gateways],
             "routes": [_route_to_json(r) for r in s.routes],
             **({"kind": s.kind.value, "parent": s.parent} if s.kind is not LinkKind.VETH else {}),
+            **({"name": s.name} if s.name else {}),
             **(
                 {
                     "dhcp": {
@@ -372,6 +378,9 @@ def endpoint_to_json(rec: EndpointRecord) -> dict[str, Any]:
         **({"parent": rec.parent, "parent_mac": rec.parent_mac} if rec.parent else {}),
         **({"rules": [_rule_to_json(r) for r in rec.rules]} if rec.rules else {}),
         **({"tc": [list(t) for t in rec.tc]} if rec.tc else {}),
+        **({"allocated": [str(a) for a in rec.allocated]} if rec.allocated else {}),
+        **({"net_gateways": [str(g) for g in rec.net_gateways]} if rec.net_gateways else {}),
+        **({"name": rec.name} if rec.name else {}),
     }
 
 
@@ -416,6 +425,7 @@ def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
         routes=tuple(_route_from_json(r) for r in s.get("routes", [])),
         kind=LinkKind(s.get("kind", "veth")),
         parent=str(s.get("parent", "")),
+        name=str(s.get("name", "")),
         dhcp=DhcpSpec(
             client=str(s["dhcp"]["client"]),
             options=tuple(str(o) for o in s["dhcp"].get("options", [])),
@@ -439,6 +449,9 @@ def endpoint_from_json(d: dict[str, Any]) -> EndpointRecord:
         parent_mac=str(d.get("parent_mac", "")),
         rules=tuple(_rule_from_json(r) for r in d.get("rules", [])),
         tc=tuple(tuple(str(w) for w in t) for t in d.get("tc", [])),
+        allocated=tuple(ipaddress.ip_interface(a) for a in d.get("allocated", [])),
+        net_gateways=tuple(ipaddress.ip_address(g) for g in d.get("net_gateways", [])),
+        name=str(d.get("name", "")),
     )
 
 

@@ -350,6 +350,7 @@ class Client:
         dhcp: str = "",
         dhcp_options: Iterable[str] = (),
         dhcp_keep: bool = False,
+        name: str = "",
     ) -> pb.Endpoint:
         """Attach ``guest`` to ``bridge``; ``routes`` are (destination, via)
         pairs with via "" for on-link. ``kind`` "macvlan" or "phys" takes the
@@ -363,6 +364,7 @@ class Client:
             "dummy": pb.ENDPOINT_KIND_DUMMY,
         }
         spec = pb.EndpointSpec(
+            name=name,
             kind=kinds[kind],
             parent=parent,
             dhcp=pb.Dhcp(client=dhcp, options=list(dhcp_options), keep=dhcp_keep) if dhcp else None,
@@ -409,6 +411,35 @@ class Client:
         the guest and recorded with its endpoint."""
         req = pb.GuestCommandRequest(guest=guest, ifname=ifname, tool=tool, args=list(args))
         return self._call("GuestCommand", req)
+
+    # networks (cluster mode)
+
+    def create_network(
+        self,
+        name: str,
+        subnet: str,
+        vni: int,
+        kind: str = "linux",
+        tunnel: str = "",
+        gateway: str = "",
+        dns_address: str = "",
+    ) -> pb.Network:
+        spec = pb.NetworkSpec(
+            name=name,
+            subnet=subnet,
+            vni=vni,
+            kind=KINDS[kind],
+            tunnel=TUNNELS[tunnel] if tunnel else pb.TUNNEL_TYPE_UNSPECIFIED,
+            gateway=gateway,
+            dns_address=dns_address,
+        )
+        return self._call("CreateNetwork", pb.CreateNetworkRequest(spec=spec))
+
+    def delete_network(self, name: str) -> pb.DeleteNetworkResponse:
+        return self._call("DeleteNetwork", pb.DeleteNetworkRequest(name=name))
+
+    def list_networks(self) -> list[pb.Network]:
+        return list(self._call("ListNetworks", pb.ListNetworksRequest()).networks)
 
     # peers
 

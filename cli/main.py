@@ -236,6 +236,12 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
         help="what the guest's interface is (default veth)",
     )
     att.add_argument(
+        "--name",
+        default="",
+        metavar="NAME",
+        help="cluster networks: publish the endpoint under NAME (containers: their name)",
+    )
+    att.add_argument(
         "--dhcp",
         default="",
         metavar="CLIENT",
@@ -315,6 +321,39 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     pdel.add_argument("peer", metavar="ADDRESS|NAME")
     cmd(psub, "ls", "list peers and the state of each tunnel")
 
+    network = cmd(
+        sub,
+        "network",
+        "cluster mode: define, delete and list networks (every host builds the same bridge)",
+    )
+    nsub = network.add_subparsers(dest="network_command", metavar="ACTION", parser_class=_Parser)
+    nsub.required = True
+    ncreate = cmd(
+        nsub,
+        "create",
+        "define a network for the whole cluster: a bridge of that name on every host, joined by "
+        "an overlay; attaches to it get addresses from SUBNET and the names resolve everywhere",
+        epilog="example: netplumb network create web --subnet 198.19.10.0/24 --vni 10\n"
+        "         netplumb attach web mycontainer       # an address from the subnet, by name",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ncreate.add_argument("name", metavar="NAME", help="network (and bridge, and DNS zone) name")
+    ncreate.add_argument("--subnet", required=True, metavar="CIDR", help="addresses come from it")
+    ncreate.add_argument("--vni", required=True, type=_u32, metavar="N", help="overlay VNI")
+    ncreate.add_argument("--kind", choices=["linux", "ovs"], default="linux", help="default linux")
+    ncreate.add_argument(
+        "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="default vxlan"
+    )
+    ncreate.add_argument(
+        "--gateway", default="", metavar="IP", help="default the subnet's first address"
+    )
+    ncreate.add_argument(
+        "--dns-address", default="", metavar="IP", help="where guests ask DNS (default the gateway)"
+    )
+    ndel = cmd(nsub, "del", "delete a network (refused while endpoints use it anywhere)")
+    ndel.add_argument("name", metavar="NAME")
+    cmd(nsub, "ls", "list the cluster's networks")
+
     cmd(sub, "status", "show the daemon's status")
     cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
     cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
@@ -388,6 +427,7 @@ def _attach(c: Any, a: argparse.Namespace) -> Any:
         dhcp=a.dhcp,
         dhcp_options=a.dhcp_option,
         dhcp_keep=a.dhcp_keep,
+        name=a.name,
         addresses=addresses,
         gateways=gateways,
         ifname=a.ifname,
@@ -432,6 +472,15 @@ def _dispatch(c: Any, a: argparse.Namespace) -> tuple[Any, str]:
         if a.peer_command == "del":
             return c.remove_peer(a.peer), "peer-del"
         return c.list_peers(), "peers"
+    if a.command == "network":
+        if a.network_command == "create":
+            n = c.create_network(
+                a.name, a.subnet, a.vni, a.kind, a.tunnel, a.gateway, a.dns_address
+            )
+            return n, "network"
+        if a.network_command == "del":
+            return c.delete_network(a.name), "network-del"
+        return c.list_networks(), "networks"
     if a.command == "status":
         return c.status(), "status"
     if a.command == "check":

@@ -56,7 +56,19 @@ def _json(kind: str, reply: Any) -> Any:
         return {"peers": [peer_dict(p) for p in reply]}
     if kind == "peer":
         return peer_dict(reply)
+    if kind == "networks":
+        return {"networks": [network_dict(n) for n in reply]}
+    if kind == "network":
+        return network_dict(reply)
     return to_dict(reply)
+
+
+def network_dict(n: pb.Network) -> dict[str, Any]:
+    d = to_dict(n)
+    spec = d.setdefault("spec", {})
+    spec["kind"] = _kind(n.spec.kind)
+    spec["tunnel"] = _TUNNELS.get(n.spec.tunnel, "") or "vxlan"
+    return d
 
 
 _TUNNELS = {v: k for k, v in TUNNELS.items()} | {pb.TUNNEL_TYPE_UNSPECIFIED: ""}
@@ -203,6 +215,36 @@ def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
                     ]
                 )
         print(table(rows, ["PEER", "NAME", "SOURCE", "BRIDGE", "VNI", "TUNNEL", "STATE"]), file=out)
+    elif kind == "network":
+        s = data.spec
+        print(
+            f"network {s.name}: {s.subnet} vni {s.vni} ({_kind(s.kind)}, "
+            f"{_TUNNELS.get(s.tunnel, '') or 'vxlan'}), gateway {s.gateway or '-'}, "
+            f"dns {s.dns_address or '-'}, {data.allocated} address(es) allocated",
+            file=out,
+        )
+    elif kind == "network-del":
+        print("network deleted" if data.existed else "no such network; nothing to do", file=out)
+    elif kind == "networks":
+        rows = [
+            [
+                n.spec.name,
+                n.spec.subnet,
+                str(n.spec.vni),
+                _kind(n.spec.kind),
+                _TUNNELS.get(n.spec.tunnel, "") or "vxlan",
+                n.spec.gateway or "-",
+                n.spec.dns_address or "-",
+                str(n.allocated),
+            ]
+            for n in data
+        ]
+        print(
+            table(
+                rows, ["NETWORK", "SUBNET", "VNI", "KIND", "TUNNEL", "GATEWAY", "DNS", "ALLOCATED"]
+            ),
+            file=out,
+        )
     elif kind == "status":
         _status(data, out)
     elif kind == "check":

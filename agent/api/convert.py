@@ -13,11 +13,12 @@ from ..core.model import (
     GuestRef,
     IPAddress,
     LinkKind,
+    NetworkSpec,
     RouteSpec,
 )
 from ..core.plan import endpoint_routes
 from ..engine import DEGRADED, GUEST_MISSING, BridgeView, Drift, EndpointView, PeerView
-from ..errors import InvalidSpec, Unimplemented
+from ..errors import InvalidSpec
 
 _KIND_IN = {
     pb.BRIDGE_KIND_UNSPECIFIED: "auto",
@@ -127,9 +128,9 @@ def peer_name_in(value: str, field: str = "name") -> str:
 def endpoint_spec_in(m: pb.EndpointSpec, guest: GuestRef) -> EndpointSpec:
     """Validate an attach request; ``guest`` is ``m.guest`` already resolved
     (Docker names need the engine)."""
-    if m.name:
-        raise Unimplemented(
-            "endpoint names are published in cluster mode, which this version does not implement",
+    if m.name and not spec.DNS_LABEL_RE.fullmatch(m.name):
+        raise InvalidSpec(
+            f"spec.name {m.name[:64]!r} is not a DNS label (letters, digits, '-', at most 63)",
             field="spec.name",
         )
     if m.kind not in _LINK_IN:
@@ -157,6 +158,7 @@ def endpoint_spec_in(m: pb.EndpointSpec, guest: GuestRef) -> EndpointSpec:
         kind=_LINK_IN[m.kind],
         parent=m.parent,
         dhcp=dhcp,
+        endpoint_name=m.name,
     )
 
 
@@ -185,6 +187,7 @@ def endpoint_out(v: EndpointView) -> pb.Endpoint:
             addresses=[str(a) for a in s.addresses],
             gateways=[str(g) for g in s.gateways],
             routes=[route_out(r) for r in s.routes],
+            name=s.name,
             kind=_LINK_OUT[s.kind],
             parent=s.parent,
             dhcp=pb.Dhcp(client=s.dhcp.client, options=list(s.dhcp.options), keep=s.dhcp.keep)
@@ -197,7 +200,7 @@ def endpoint_out(v: EndpointView) -> pb.Endpoint:
         host_ifname=rec.host_ifname,
         mac=rec.mac,
         mtu=rec.mtu,
-        addresses=[str(a) for a in s.addresses],
+        addresses=[str(a) for a in (*s.addresses, *rec.allocated)],
         routes=[route_out(r) for r in routes],
         state=_STATE_OUT.get(v.state, pb.ENDPOINT_STATE_READY),
         netns_path=rec.netns_path,
@@ -208,6 +211,38 @@ def endpoint_out(v: EndpointView) -> pb.Endpoint:
         rules=[str(r) for r in rec.rules],
         tc=[pb.TcCommand(args=list(t)) for t in rec.tc],
         parent=rec.parent,
+    )
+
+
+def network_spec_in(m: pb.NetworkSpec) -> NetworkSpec:
+    if m.kind not in _KIND_IN:
+        raise InvalidSpec(f"spec.kind {m.kind} is not a bridge kind", field="spec.kind")
+    if m.tunnel not in _TUNNEL_IN:
+        raise InvalidSpec(f"spec.tunnel {m.tunnel} is not a tunnel type", field="spec.tunnel")
+    kind = _KIND_IN[m.kind]
+    return spec.network_spec(
+        name=m.name,
+        subnet=m.subnet,
+        vni=m.vni,
+        kind="linux" if kind == "auto" else kind,
+        tunnel=_TUNNEL_IN[m.tunnel],
+        gateway=m.gateway,
+        dns=m.dns_address,
+    )
+
+
+def network_out(n: NetworkSpec, allocated: int) -> pb.Network:
+    return pb.Network(
+        spec=pb.NetworkSpec(
+            name=n.name,
+            subnet=str(n.subnet),
+            vni=n.vni,
+            kind=_KIND_OUT[n.kind],
+            tunnel=_TUNNEL_OUT.get(n.tunnel, pb.TUNNEL_TYPE_UNSPECIFIED),
+            gateway=str(n.gateway) if n.gateway else "",
+            dns_address=str(n.dns) if n.dns else "",
+        ),
+        allocated=allocated,
     )
 
 

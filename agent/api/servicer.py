@@ -207,16 +207,40 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
 
         return guarded("ListPeers", call, context)
 
-    def CreateNetwork(self, request: pb.CreateNetworkRequest, context: grpc.ServicerContext) -> Any:
-        return self._later("networks (cluster mode)", context)
+    def CreateNetwork(
+        self, request: pb.CreateNetworkRequest, context: grpc.ServicerContext
+    ) -> pb.Network:
+        def call() -> pb.Network:
+            net, allocated = self.engine.create_network(convert.network_spec_in(request.spec))
+            return convert.network_out(net, allocated)
 
-    def DeleteNetwork(self, request: pb.DeleteNetworkRequest, context: grpc.ServicerContext) -> Any:
-        return self._later("networks (cluster mode)", context)
+        return guarded("CreateNetwork", call, context)
 
-    def ListNetworks(self, request: pb.ListNetworksRequest, context: grpc.ServicerContext) -> Any:
-        return self._later("networks (cluster mode)", context)
+    def DeleteNetwork(
+        self, request: pb.DeleteNetworkRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteNetworkResponse:
+        def call() -> pb.DeleteNetworkResponse:
+            name = spec.ifname(request.name, "name")
+            return pb.DeleteNetworkResponse(existed=self.engine.delete_network(name))
+
+        return guarded("DeleteNetwork", call, context)
+
+    def ListNetworks(
+        self, request: pb.ListNetworksRequest, context: grpc.ServicerContext
+    ) -> pb.ListNetworksResponse:
+        def call() -> pb.ListNetworksResponse:
+            nets = self.engine.list_networks()
+            return pb.ListNetworksResponse(networks=[convert.network_out(n, a) for n, a in nets])
+
+        return guarded("ListNetworks", call, context)
 
     # status
+
+    def _etcd_dependency(self) -> pb.Dependency:
+        c = self.engine.cluster
+        if c is None:
+            return pb.Dependency(name="etcd", up=False, enabled=False, detail="standalone mode")
+        return pb.Dependency(name="etcd", up=c.up, enabled=True, detail=c.etcd.detail)
 
     def _ovs_dependency(self) -> pb.Dependency:
         ovs = self.engine.ovs
@@ -252,12 +276,13 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
                     pb.Dependency(name="netlink", up=True, enabled=True, detail="pyroute2"),
                     self._ovs_dependency(),
                     self._docker_dependency(),
+                    self._etcd_dependency(),
                 ],
                 kernel_features=[
                     pb.KernelFeature(name=k, available=v) for k, v in sorted(feats.items())
                 ],
                 state_dir=self.state_dir,
-                mode="standalone",
+                mode="cluster" if self.engine.cluster is not None else "standalone",
                 ovs_datapath_type=self._ovs_datapath(),
             )
 

@@ -95,6 +95,22 @@ class BridgeSpec:
     mtu: int = 0  # 0: leave the kernel default
     vni: int = 0
     tunnel: str = ""
+    mac: str = ""  # "": the kernel's choice (cluster networks: the same on every host)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    """A cluster network: defined once in etcd, built as a bridge of the same
+    name on every host. ``gateway`` and ``dns`` are on every host's bridge
+    (the same addresses and MAC everywhere: an anycast gateway)."""
+
+    name: str
+    subnet: IPNetwork
+    vni: int
+    kind: BridgeKind = BridgeKind.LINUX
+    tunnel: str = "vxlan"
+    gateway: IPAddress | None = None
+    dns: IPAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +120,9 @@ class BridgeRecord:
     # Adopted bridges: addresses the bridge already had when adopted, which
     # netplumb must leave in place when it forgets the bridge.
     foreign_addresses: tuple[IPInterface, ...] = ()
+    # Cluster mode: the network this bridge implements (kept here too, so
+    # the host keeps working while etcd is unreachable).
+    network: NetworkSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +181,8 @@ class EndpointSpec:
     addresses: tuple[IPInterface, ...] = ()
     gateways: tuple[IPAddress, ...] = ()
     routes: tuple[RouteSpec, ...] = ()
+    # Cluster mode: a name to publish for the endpoint.
+    name: str = ""
     # MACVLAN and PHYS: the host interface ("mac:MAC" picks it by address);
     # ``bridge`` is then empty.
     kind: LinkKind = LinkKind.VETH
@@ -198,6 +219,12 @@ class EndpointRecord:
     # whenever the guest interface is created again.
     rules: tuple[RuleSpec, ...] = ()
     tc: tuple[tuple[str, ...], ...] = ()
+    # Cluster mode: addresses allocated from the network's subnet (kept
+    # across restarts of the guest; released on detach), and the name
+    # published in the cluster's registry.
+    allocated: tuple[IPInterface, ...] = ()
+    net_gateways: tuple[IPAddress, ...] = ()  # the network's, when none was given
+    name: str = ""
 
     @property
     def guest(self) -> GuestRef:
@@ -287,6 +314,7 @@ class ObservedBridge:
     up: bool = False
     addresses: tuple[IPInterface, ...] = ()
     vlan_filtering: bool = False
+    mac: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -267,6 +267,7 @@ class AddOvsBridge:
     name: str
     datapath_type: str
     mtu: int = 0
+    mac: str = ""  # other_config:hwaddr: the bridge's own MAC
 
     def __str__(self) -> str:
         return f"create OVS bridge {self.name} (datapath {self.datapath_type})"

@@ -36,6 +36,7 @@ from .ops import (
     DelOvsBridge,
     DelOvsPort,
     Op,
+    SetMac,
     SetMtu,
     SetUp,
     Where,
@@ -116,7 +117,7 @@ def plan_ovs_bridge(
                 f"OVS bridge {spec.name} was adopted by netplumb and no longer exists",
                 hint=f"recreate it, or 'netplumb bridge del {spec.name}' to forget it",
             )
-        return (AddOvsBridge(spec.name, datapath_type, mtu),), True
+        return (AddOvsBridge(spec.name, datapath_type, mtu, spec.mac),), True
     return (), seen.owner == agent_id
 
 
@@ -125,6 +126,8 @@ def plan_bridge_link(spec: BridgeSpec, seen: ObservedBridge, mtu: int) -> tuple[
     ops: list[Op] = []
     if mtu and seen.mtu != mtu:
         ops.append(SetMtu(Where.HOST, spec.name, mtu))
+    if spec.mac and seen.mac and seen.mac != spec.mac:
+        ops.append(SetMac(Where.HOST, spec.name, spec.mac))
     ops.extend(
         AddAddress(Where.HOST, spec.name, a) for a in spec.addresses if a not in seen.addresses
     )

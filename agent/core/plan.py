@@ -75,8 +75,9 @@ def endpoint_routes(record: EndpointRecord) -> tuple[RouteSpec, ...]:
     """
     spec = record.spec
     routes: list[RouteSpec] = []
-    for gw in spec.gateways:
-        host_net = gateway_host_route(gw, spec.addresses)
+    addresses = (*spec.addresses, *record.allocated)
+    for gw in spec.gateways or record.net_gateways:
+        host_net = gateway_host_route(gw, addresses)
         if host_net is not None:
             routes.append(RouteSpec(destination=host_net, onlink=True))
         default = ipaddress.ip_network("0.0.0.0/0" if gw.version == 4 else "::/0")
@@ -104,7 +105,7 @@ def desired_endpoint(
         mac=record.mac,
         mtu=record.mtu,
         vlan=spec.vlan,
-        addresses=spec.addresses,
+        addresses=(*spec.addresses, *record.allocated),
         routes=endpoint_routes(record),
         ovs=ovs,
         tx_checksum_off=tx_checksum_off,
@@ -413,6 +414,8 @@ def plan_bridge(
                 hint=f"recreate it, or 'netplumb bridge del {spec.name}' to forget it",
             )
         ops: list[Op] = [CreateBridge(spec.name, spec.mtu, naming.bridge_alias(agent_id))]
+        if spec.mac:
+            ops.append(SetMac(Where.HOST, spec.name, spec.mac))
         ops.extend(AddAddress(Where.HOST, spec.name, a) for a in spec.addresses)
         ops.append(SetUp(Where.HOST, spec.name))
         return tuple(ops), True
@@ -426,6 +429,8 @@ def plan_bridge(
     out: list[Op] = []
     if spec.mtu and seen.mtu != spec.mtu:
         out.append(SetMtu(Where.HOST, spec.name, spec.mtu))
+    if spec.mac and seen.mac != spec.mac:
+        out.append(SetMac(Where.HOST, spec.name, spec.mac))
     out.extend(
         AddAddress(Where.HOST, spec.name, a) for a in spec.addresses if a not in seen.addresses
     )

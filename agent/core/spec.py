@@ -23,6 +23,7 @@ from .model import (
     IPInterface,
     IPNetwork,
     LinkKind,
+    NetworkSpec,
     RouteSpec,
     RuleSpec,
 )
@@ -346,6 +347,7 @@ def endpoint_spec(
     kind: str = "",
     parent: str = "",
     dhcp: DhcpSpec | None = None,
+    endpoint_name: str = "",
 ) -> EndpointSpec:
     """Validate an attach request. ``guest_ref`` is already parsed (and, for
     Docker, resolved to the container's full id); ``dhcp`` has its client
@@ -438,6 +440,7 @@ def endpoint_spec(
         kind=link,
         parent=parent,
         dhcp=dhcp,
+        name=endpoint_name.lower(),
     )
 
 
@@ -639,3 +642,64 @@ def _sorted_addrs(addrs: Sequence[IPInterface]) -> tuple[IPInterface, ...]:
 
 def _route_key(r: RouteSpec) -> tuple[int, int, int, int]:
     return (r.family, int(r.destination.network_address), r.destination.prefixlen, r.metric)
+
+
+def network_spec(
+    name: str,
+    subnet: str,
+    vni: int,
+    kind: str = "linux",
+    tunnel: str = "",
+    gateway: str = "",
+    dns: str = "",
+) -> NetworkSpec:
+    """A cluster network. The name is also the bridge name on every host (and
+    a DNS zone); the gateway defaults to the subnet's first address, the DNS
+    address to the gateway."""
+    name = ifname(name, "spec.name")
+    if not DNS_LABEL_RE.fullmatch(name):
+        raise InvalidSpec(
+            f"spec.name {name!r}: a network name is also a DNS zone: letters, digits and '-'",
+            field="spec.name",
+        )
+    _no_scope_id(subnet, "spec.subnet")
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError:
+        raise InvalidSpec(
+            f"spec.subnet {_show(subnet)} is not a CIDR with host bits clear", field="spec.subnet"
+        ) from None
+    if net.num_addresses < 4:
+        raise InvalidSpec(f"spec.subnet {net} is too small for guests", field="spec.subnet")
+    if not 1 <= vni <= VNI_MAX:
+        raise InvalidSpec(f"spec.vni {vni} is out of range 1..{VNI_MAX}", field="spec.vni")
+    k = bridge_kind(kind or "linux", "spec.kind")
+    if k is BridgeKind.AUTO:
+        k = BridgeKind.LINUX
+    tunnel = tunnel or "vxlan"
+    if tunnel not in ("vxlan", "geneve", "gre"):
+        raise InvalidSpec(f"spec.tunnel {_show(tunnel)} is not a tunnel type", field="spec.tunnel")
+
+    def inside(value: str, field: str, default: IPAddress) -> IPAddress:
+        if not value:
+            return default
+        ip = ip_address(value, field)
+        if (
+            ip not in net
+            or ip == net.network_address
+            or (net.version == 4 and ip == net.broadcast_address)
+        ):
+            raise InvalidSpec(f"{field} {ip} is not a host address of {net}", field=field)
+        return ip
+
+    first: IPAddress = net.network_address + 1
+    gw = inside(gateway, "spec.gateway", first)
+    return NetworkSpec(
+        name=name,
+        subnet=net,
+        vni=vni,
+        kind=k,
+        tunnel=tunnel,
+        gateway=gw,
+        dns=inside(dns, "spec.dns_address", gw),
+    )

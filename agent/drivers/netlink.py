@@ -361,6 +361,7 @@ class NetlinkDriver:
                 up=bool(msg["flags"] & IFF_UP),
                 addresses=_addresses(s.host, msg["index"]) if addresses else (),
                 vlan_filtering=filtering,
+                mac=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
             )
 
     def observe_endpoint(

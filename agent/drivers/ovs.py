@@ -273,6 +273,8 @@ class OvsDriver:
                     ("fail_mode", "standalone"),
                 )
             )
+            if op.mac:
+                txn.add(api.db_set("Bridge", op.name, ("other_config", {"hwaddr": op.mac})))
             if op.mtu:
                 txn.add(api.db_set("Interface", op.name, ("mtu_request", op.mtu)))
         elif isinstance(op, DelOvsBridge):

@@ -83,7 +83,7 @@ def test_bridge_forms_on_containers_survive_a_restart(
 ) -> None:
     br = unique("brpc")  # missing, starting with br: pipework creates it
     a, _ = containers.run()
-    b, b_id = containers.run()
+    _, b_id = containers.run()
     host = unique("npl")
     try:
         rc, err = pipework(

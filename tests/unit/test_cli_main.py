@@ -264,6 +264,7 @@ def test_attach_splits_addresses_gateways_and_routes() -> None:
         "dhcp": "",
         "dhcp_options": [],
         "dhcp_keep": False,
+        "name": "",
     }
     assert r.out.startswith("attached netns:blue eth1: 198.18.0.10/24 via 198.18.0.1")
 

@@ -161,17 +161,20 @@ def test_unknown_dhcp_client_is_refused(agent: Agent) -> None:
 @pytest.mark.parametrize(
     ("method", "request_"),
     [
-        ("CreateNetwork", pb.CreateNetworkRequest(spec=pb.NetworkSpec(name="n"))),
+        (
+            "CreateNetwork",
+            pb.CreateNetworkRequest(spec=pb.NetworkSpec(name="n", subnet="198.19.0.0/24", vni=5)),
+        ),
         ("DeleteNetwork", pb.DeleteNetworkRequest(name="n")),
         ("ListNetworks", pb.ListNetworksRequest()),
         ("Attach", attach_request(name="web")),
     ],
 )
-def test_unimplemented_parts_say_so(agent: Agent, method: str, request_: Any) -> None:
+def test_cluster_parts_in_standalone_mode_say_so(agent: Agent, method: str, request_: Any) -> None:
+    create_bridge(agent)
     e = fails(getattr(agent.stub, method), request_)
-    assert e.code() is Code.UNIMPLEMENTED
-    assert "not implement" in e.details()
-    assert trailers(e)["netplumb-reason"] == "unimplemented"
+    assert e.code() is Code.FAILED_PRECONDITION
+    assert "cluster" in e.details()
 
 
 def test_docker_guests_without_docker_are_unavailable(agent: Agent) -> None:

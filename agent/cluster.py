@@ -1,0 +1,352 @@
+"""Cluster mode: this host's agent as a member of an etcd-backed cluster.
+
+- **Hosts find each other.** The agent registers ``hosts/<name>`` under a
+  lease it keeps alive and watches ``hosts/``: every other registered host
+  is a peer (source "cluster"); a host whose lease expires leaves the mesh.
+- **Networks are defined once** (``networks/<name>``) and every agent builds
+  the matching bridge, with the network's gateway and DNS addresses on it
+  and the same MAC everywhere (an anycast gateway).
+- **Addresses never collide.** Each address is one key under
+  ``ipam/<network>/``, created atomically; the first host to create it owns
+  it.
+- **Names resolve across hosts.** ``names/<network>/<name>`` maps an
+  endpoint's name to its addresses; the agent's DNS answers from a watched
+  copy.
+
+The engine calls ``reserve``/``allocate``/``release``/``publish`` during
+attach and detach; the watches call back into the engine
+(``sync_cluster_peers``, ``sync_networks``). Nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from .core import cluster as keys
+from .core.model import IPAddress, IPInterface, NetworkSpec
+from .errors import Conflict, DependencyUnavailable, NotFound, PreconditionFailed
+
+log = logging.getLogger("netplumb.cluster")
+
+Snapshot = Mapping[str, Mapping[str, Any]]
+
+
+class Etcd(Protocol):
+    """What cluster mode needs of the etcd driver (drivers/etcd.py)."""
+
+    @property
+    def up(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+    def get(self, key: str) -> dict[str, Any] | None: ...
+    def get_prefix(self, prefix: str) -> tuple[dict[str, dict[str, Any]], int]: ...
+    def put(self, key: str, value: dict[str, Any]) -> None: ...
+    def create(self, key: str, value: dict[str, Any]) -> bool: ...
+    def delete(self, key: str) -> bool: ...
+    def delete_if(self, key: str, value: dict[str, Any]) -> bool: ...
+    def keep_registered(self, key: str, value: dict[str, Any], ttl: int) -> None: ...
+    def unregister(self, key: str) -> None: ...
+    def watch_prefix(
+        self, prefix: str, on_snapshot: Callable[[dict[str, dict[str, Any]]], None]
+    ) -> None: ...
+    def close(self) -> None: ...
+
+
+class Members(Protocol):
+    """What the cluster calls back into (the engine)."""
+
+    def sync_cluster_peers(self, wanted: dict[IPAddress, str]) -> None: ...
+    def sync_networks(self, networks: dict[str, NetworkSpec]) -> None: ...
+
+
+class Cluster:
+    def __init__(
+        self,
+        etcd: Etcd,
+        host: str,
+        agent_id: str,
+        version: str,
+        ttl: int = 10,
+    ) -> None:
+        self.etcd = etcd
+        self.host = host
+        self.agent_id = agent_id
+        self.version = version
+        self.ttl = ttl
+        self.underlay = ""
+        self._mu = threading.Lock()
+        self._networks: dict[str, NetworkSpec] = {}
+        self._names: dict[tuple[str, str], list[str]] = {}
+        self._hosts: dict[str, dict[str, Any]] = {}
+        self.on_names: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------ joining
+
+    def start(self, members: Members, underlay: str) -> None:
+        """Register this host and follow the registry, the networks and the
+        names (background threads of the etcd driver; they retry while etcd
+        is away and resynchronise when it is back)."""
+        self.underlay = underlay
+        doc = keys.host_doc(self.host, underlay, self.agent_id, self.version)
+        self.etcd.keep_registered(keys.host_key(self.host), doc, self.ttl)
+
+        # Snapshots come keyed as stored, relative to the cluster's prefix
+        # ("hosts/h1", "networks/web", "names/web/db").
+        def on_hosts(snapshot: dict[str, dict[str, Any]]) -> None:
+            with self._mu:
+                self._hosts = {k.removeprefix(keys.HOSTS): v for k, v in snapshot.items()}
+            members.sync_cluster_peers(keys.peers_from_hosts(snapshot, self.host, underlay))
+
+        def on_networks(snapshot: dict[str, dict[str, Any]]) -> None:
+            nets: dict[str, NetworkSpec] = {}
+            for key, d in snapshot.items():
+                name = key.removeprefix(keys.NETWORKS)
+                try:
+                    nets[name] = keys.network_from_doc(d)
+                except (KeyError, TypeError, ValueError) as e:
+                    log.error("network %s in etcd is malformed, ignored: %s", name, e)
+            with self._mu:
+                self._networks = nets
+            members.sync_networks(nets)
+
+        def on_names(snapshot: dict[str, dict[str, Any]]) -> None:
+            table = keys.names_table(snapshot)
+            with self._mu:
+                self._names = table
+            for cb in self.on_names:
+                cb()
+
+        self.etcd.watch_prefix(keys.HOSTS, on_hosts)
+        self.etcd.watch_prefix(keys.NETWORKS, on_networks)
+        self.etcd.watch_prefix(keys.NAMES, on_names)
+        log.info(
+            "cluster: host %s registered (underlay %s, ttl %d s)", self.host, underlay, self.ttl
+        )
+
+    def leave(self) -> None:
+        """Graceful stop: unregister at once (peers drop this host now, not
+        after the lease's TTL)."""
+        try:
+            self.etcd.unregister(keys.host_key(self.host))
+        except DependencyUnavailable as e:
+            log.warning("cluster: could not unregister: %s", e)
+
+    @property
+    def up(self) -> bool:
+        return self.etcd.up
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        with self._mu:
+            return dict(self._hosts)
+
+    # ----------------------------------------------------------- networks
+
+    def networks(self) -> dict[str, NetworkSpec]:
+        with self._mu:
+            return dict(self._networks)
+
+    def create_network(self, net: NetworkSpec) -> tuple[NetworkSpec, bool]:
+        """Define a network (idempotent for the same spec). Returns it and
+        whether it was created now."""
+        doc = keys.network_to_doc(net)
+        if self.etcd.create(keys.network_key(net.name), doc):
+            with self._mu:
+                self._networks[net.name] = net
+            log.info("cluster: network %s defined (%s, vni %d)", net.name, net.subnet, net.vni)
+            return net, True
+        have = self.etcd.get(keys.network_key(net.name))
+        if have == doc:
+            return net, False
+        raise Conflict(
+            f"network {net.name} exists with another definition",
+            field="spec",
+            hint=f"delete it first: netplumb network del {net.name}",
+        )
+
+    def check_vni(self, net: NetworkSpec) -> None:
+        for other in self.network_list():
+            if other.vni == net.vni and other.name != net.name:
+                raise Conflict(
+                    f"VNI {net.vni} is already carried by network {other.name}", field="spec.vni"
+                )
+
+    def network_list(self) -> list[NetworkSpec]:
+        snapshot, _ = self.etcd.get_prefix(keys.NETWORKS)
+        out = []
+        for key, d in sorted(snapshot.items()):
+            try:
+                out.append(keys.network_from_doc(d))
+            except (KeyError, TypeError, ValueError):
+                log.error("network %s in etcd is malformed, ignored", key)
+        return out
+
+    def delete_network(self, name: str) -> bool:
+        """Remove a network's definition; refused while addresses of it are
+        allocated anywhere (endpoints use it)."""
+        used, _ = self.etcd.get_prefix(keys.ipam_prefix(name))
+        if used:
+            hosts = sorted({str(d.get("host", "?")) for d in used.values()})
+            raise PreconditionFailed(
+                f"network {name} still has {len(used)} endpoint address(es), on {', '.join(hosts)}",
+                field="name",
+                hint="detach its endpoints first",
+            )
+        existed = self.etcd.delete(keys.network_key(name))
+        with self._mu:
+            self._networks.pop(name, None)
+        return existed
+
+    def allocated_count(self, name: str) -> int:
+        used, _ = self.etcd.get_prefix(keys.ipam_prefix(name))
+        return len(used)
+
+    # --------------------------------------------------------------- IPAM
+
+    def _owner_doc(self, eid: str, guest: str) -> dict[str, Any]:
+        return {"host": self.host, "endpoint": eid, "guest": guest}
+
+    def reserve(self, net: NetworkSpec, ip: IPAddress, eid: str, guest: str) -> None:
+        """Claim a static address for an endpoint; Conflict when another
+        endpoint (on any host) holds it. Idempotent for the same endpoint."""
+        if ip in keys.reserved(net):
+            raise Conflict(
+                f"{ip} is the subnet's, the gateway's or the DNS address of network {net.name}",
+                field="spec.addresses",
+            )
+        key = keys.ipam_key(net.name, ip)
+        mine = self._owner_doc(eid, guest)
+        if self.etcd.create(key, mine):
+            return
+        have = self.etcd.get(key)
+        if have is not None and keys.endpoint_owner(have, self.host) == eid:
+            return
+        if have is None and self.etcd.create(key, mine):  # released in between
+            return
+        where = (
+            f"{have.get('guest', '?')} on host {have.get('host', '?')}"
+            if have
+            else "another endpoint"
+        )
+        raise Conflict(
+            f"{ip} is already taken in network {net.name} (by {where})",
+            field="spec.addresses",
+            hint="leave the address out to get a free one",
+        )
+
+    def allocate(self, net: NetworkSpec, eid: str, guest: str) -> IPInterface:
+        """A free address of the network for an endpoint, claimed atomically:
+        concurrent attaches on several hosts never get the same one."""
+        used, _ = self.etcd.get_prefix(keys.ipam_prefix(net.name))
+        taken: set[IPAddress] = set()
+        for k, d in used.items():
+            ip_text = k.rsplit("/", 1)[-1]
+            if keys.endpoint_owner(d, self.host) == eid:  # ours already (a retried attach)
+                return ipaddress.ip_interface(f"{ip_text}/{net.subnet.prefixlen}")
+            try:
+                taken.add(ipaddress.ip_address(ip_text))
+            except ValueError:
+                continue
+        mine = self._owner_doc(eid, guest)
+        tries = 0
+        for ip in keys.candidates(net, taken, eid):
+            tries += 1
+            if self.etcd.create(keys.ipam_key(net.name, ip), mine):
+                log.info("cluster: %s allocated to endpoint %s (%d tries)", ip, eid, tries)
+                return ipaddress.ip_interface(f"{ip}/{net.subnet.prefixlen}")
+        raise PreconditionFailed(
+            f"network {net.name} has no free address left in {net.subnet}",
+            field="spec.addresses",
+            hint="detach endpoints, or create a network with a larger subnet",
+        )
+
+    def release(self, network: str, addresses: Iterable[IPAddress], eid: str, guest: str) -> None:
+        """Give back an endpoint's addresses (only those it holds). Failures
+        are logged: the garbage collection of a later reconcile retries."""
+        mine = self._owner_doc(eid, guest)
+        for ip in addresses:
+            try:
+                self.etcd.delete_if(keys.ipam_key(network, ip), mine)
+            except DependencyUnavailable as e:
+                log.warning("cluster: releasing %s of %s failed (retried later): %s", ip, eid, e)
+
+    # -------------------------------------------------------------- names
+
+    def publish(
+        self, network: str, name: str, addresses: Iterable[IPInterface], eid: str, strict: bool
+    ) -> bool:
+        """Publish an endpoint's name. ``strict``: a name another endpoint
+        holds is a Conflict; otherwise (Docker's container names) the name is
+        skipped with a warning. Returns whether it is published."""
+        doc = {
+            "host": self.host,
+            "endpoint": eid,
+            "addresses": [str(a.ip) for a in addresses],
+        }
+        key = keys.name_key(network, name)
+        if self.etcd.create(key, doc):
+            return True
+        have = self.etcd.get(key)
+        if have is not None and keys.endpoint_owner(have, self.host) == eid:
+            if have != doc:
+                self.etcd.put(key, doc)
+            return True
+        if strict:
+            raise Conflict(
+                f"the name {name} is already taken in network {network}"
+                + (f" (on host {have.get('host', '?')})" if have else ""),
+                field="spec.name",
+            )
+        log.warning(
+            "cluster: name %s in %s is taken by another endpoint; not published", name, network
+        )
+        return False
+
+    def unpublish(self, network: str, name: str, eid: str) -> None:
+        key = keys.name_key(network, name)
+        try:
+            have = self.etcd.get(key)
+            if have is not None and keys.endpoint_owner(have, self.host) == eid:
+                self.etcd.delete_if(key, have)
+        except DependencyUnavailable as e:
+            log.warning("cluster: unpublishing %s failed (retried later): %s", name, e)
+
+    def lookup(self, network: str, name: str) -> list[str]:
+        """Addresses of ``name`` in ``network`` (DNS)."""
+        with self._mu:
+            return list(self._names.get((network, name.lower()), []))
+
+    # ---------------------------------------------------- garbage collection
+
+    def collect(self, endpoints: Mapping[str, Any]) -> list[str]:
+        """Release the addresses and names this host holds for endpoints that
+        no longer exist (a crash between releasing and forgetting, a wiped
+        state). Returns what was released."""
+        out: list[str] = []
+        for prefix in (keys.IPAM, keys.NAMES):
+            snapshot, _ = self.etcd.get_prefix(prefix)
+            for k, d in snapshot.items():
+                eid = keys.endpoint_owner(d, self.host)
+                if eid is not None and eid not in endpoints:
+                    if self.etcd.delete_if(k, d):
+                        out.append(k)
+        if out:
+            log.info("cluster: released %d leftover key(s): %s", len(out), ", ".join(out))
+        return out
+
+    def need_up(self, what: str) -> None:
+        if not self.etcd.up:
+            raise DependencyUnavailable(
+                f"{what} needs etcd, which is not reachable ({self.etcd.detail})",
+                hint="everything already built keeps working; retry when etcd is back",
+            )
+
+
+def find_network(networks: Mapping[str, NetworkSpec], name: str) -> NetworkSpec:
+    net = networks.get(name)
+    if net is None:
+        raise NotFound(f"no network {name}", field="name", hint="'netplumb network ls' lists them")
+    return net
