@@ -1,0 +1,111 @@
+"""Cluster mode's pure part: network definitions, documents, address
+candidates, the peer list a host registry means, the names table."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from netplumb.agent.core import cluster, spec
+from netplumb.agent.core.model import BridgeKind
+from netplumb.agent.errors import InvalidSpec
+
+ip = ipaddress.ip_address
+
+
+def test_network_defaults_and_validation() -> None:
+    n = spec.network_spec("web", "198.19.10.0/24", 10)
+    assert (n.gateway, n.dns, n.kind, n.tunnel) == (
+        ip("198.19.10.1"),
+        ip("198.19.10.1"),
+        BridgeKind.LINUX,
+        "vxlan",
+    )
+    n6 = spec.network_spec(
+        "v6", "2001:db8:10::/64", 11, kind="ovs", tunnel="geneve", dns="2001:db8:10::53"
+    )
+    assert n6.gateway == ip("2001:db8:10::1") and n6.dns == ip("2001:db8:10::53")
+    for bad in (
+        dict(name="web_1", subnet="198.19.10.0/24", vni=1),  # not a DNS label
+        dict(name="web", subnet="198.19.10.1/24", vni=1),  # host bits
+        dict(name="web", subnet="198.19.10.0/31", vni=1),  # too small
+        dict(name="web", subnet="198.19.10.0/24", vni=0),
+        dict(name="web", subnet="198.19.10.0/24", vni=1 << 24),
+        dict(name="web", subnet="198.19.10.0/24", vni=1, gateway="198.19.11.1"),
+        dict(name="web", subnet="198.19.10.0/24", vni=1, gateway="198.19.10.255"),
+        dict(name="web", subnet="198.19.10.0/24", vni=1, tunnel="ipip"),
+    ):
+        with pytest.raises(InvalidSpec):
+            spec.network_spec(**bad)  # type: ignore[arg-type]
+
+
+def test_documents_round_trip_and_the_bridge_every_host_builds() -> None:
+    n = spec.network_spec("web", "198.19.10.0/24", 10, dns="198.19.10.53")
+    assert cluster.network_from_doc(cluster.network_to_doc(n)) == n
+    b = cluster.bridge_for(n)
+    assert b.name == "web" and b.vni == 10
+    assert [str(a) for a in b.addresses] == ["198.19.10.1/24", "198.19.10.53/24"]
+    mac = cluster.network_mac("web")
+    assert mac == cluster.network_mac("web") != cluster.network_mac("db")
+    assert int(mac[:2], 16) & 0b11 == 0b10  # locally administered unicast
+    with pytest.raises((KeyError, ValueError)):
+        cluster.network_from_doc({"name": "x", "subnet": "nope", "vni": 1})
+
+
+def test_candidates_skip_reserved_and_taken_and_start_apart() -> None:
+    n = spec.network_spec("web", "198.19.10.0/29", 10)  # .0 net, .1 gw, .7 broadcast
+    got = list(cluster.candidates(n, {ip("198.19.10.3")}, "e1"))
+    assert sorted(map(str, got)) == ["198.19.10.2", "198.19.10.4", "198.19.10.5", "198.19.10.6"]
+    starts = {
+        next(cluster.candidates(spec.network_spec("b", "198.19.0.0/16", 1), set(), f"e{i}"))
+        for i in range(20)
+    }
+    assert len(starts) > 15  # different endpoints start at different points
+    assert cluster.free_count(n, 1) == 4
+
+
+@given(
+    st.integers(min_value=22, max_value=30),
+    st.sets(st.integers(0, 1023), max_size=40),
+    st.text(max_size=8),
+)
+def test_candidates_are_unique_free_hosts_of_the_subnet(
+    plen: int, taken_ix: set[int], seed: str
+) -> None:
+    n = spec.network_spec("p", f"198.19.0.0/{plen}", 5)
+    taken = {n.subnet.network_address + i for i in taken_ix if i < n.subnet.num_addresses}
+    got = list(cluster.candidates(n, taken, seed))
+    assert len(got) == len(set(got))
+    assert all(a in n.subnet for a in got)
+    assert not (set(got) & (taken | cluster.reserved(n)))
+    assert len(got) == n.subnet.num_addresses - len(taken | cluster.reserved(n))
+
+
+def test_peers_from_the_host_registry() -> None:
+    hosts = {
+        "hosts/h1": {"underlay": "198.18.0.11"},
+        "hosts/h2": {"underlay": "198.18.0.12"},
+        "hosts/h3": {"underlay": "not-an-ip"},
+        "hosts/h4": {"underlay": "198.18.0.11"},  # claims our address: skipped
+    }
+    assert cluster.peers_from_hosts(hosts, "h1", "198.18.0.11") == {ip("198.18.0.12"): "h2"}
+
+
+def test_names_table_and_owners() -> None:
+    names = {
+        "names/web/DB": {"host": "h1", "endpoint": "e1", "addresses": ["198.19.10.5"]},
+        "names/web/api": {
+            "host": "h2",
+            "endpoint": "e2",
+            "addresses": ["198.19.10.6", "2001:db8::6"],
+        },
+        "names/broken": {},
+    }
+    t = cluster.names_table(names)
+    assert t[("web", "db")] == ["198.19.10.5"]
+    assert t[("web", "api")] == ["198.19.10.6", "2001:db8::6"]
+    assert cluster.endpoint_owner(names["names/web/DB"], "h1") == "e1"
+    assert cluster.endpoint_owner(names["names/web/DB"], "h2") is None
+    assert cluster.name_key("web", "DB") == "names/web/db"
