@@ -61,6 +61,7 @@ class Members(Protocol):
 
     def sync_cluster_peers(self, wanted: dict[IPAddress, str]) -> None: ...
     def sync_networks(self, networks: dict[str, NetworkSpec]) -> None: ...
+    def sync_remote_endpoints(self, table: dict[str, tuple[tuple[str, str, str], ...]]) -> None: ...
 
 
 class Cluster:
@@ -82,6 +83,7 @@ class Cluster:
         self._networks: dict[str, NetworkSpec] = {}
         self._names: dict[tuple[str, str], list[str]] = {}
         self._hosts: dict[str, dict[str, Any]] = {}
+        self._ipam: dict[str, dict[str, Any]] = {}
         self.on_names: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ joining
@@ -120,9 +122,19 @@ class Cluster:
             for cb in self.on_names:
                 cb()
 
-        self.etcd.watch_prefix(keys.HOSTS, on_hosts)
+        def on_ipam(snapshot: dict[str, dict[str, Any]]) -> None:
+            with self._mu:
+                self._ipam = dict(snapshot)
+            members.sync_remote_endpoints(self._remote_table())
+
+        def on_hosts_too(snapshot: dict[str, dict[str, Any]]) -> None:
+            on_hosts(snapshot)
+            members.sync_remote_endpoints(self._remote_table())  # VTEPs may have moved
+
+        self.etcd.watch_prefix(keys.HOSTS, on_hosts_too)
         self.etcd.watch_prefix(keys.NETWORKS, on_networks)
         self.etcd.watch_prefix(keys.NAMES, on_names)
+        self.etcd.watch_prefix(keys.IPAM, on_ipam)
         log.info(
             "cluster: host %s registered (underlay %s, ttl %d s)", self.host, underlay, self.ttl
         )
@@ -138,6 +150,12 @@ class Cluster:
     @property
     def up(self) -> bool:
         return self.etcd.up
+
+    def _remote_table(self) -> dict[str, tuple[tuple[str, str, str], ...]]:
+        """Other hosts' endpoints by network: (ip, mac, that host's underlay)."""
+        with self._mu:
+            ipam, hosts = dict(self._ipam), dict(self._hosts)
+        return keys.remote_endpoints(ipam, hosts, self.host)
 
     def hosts(self) -> dict[str, dict[str, Any]]:
         with self._mu:
@@ -206,10 +224,10 @@ class Cluster:
 
     # --------------------------------------------------------------- IPAM
 
-    def _owner_doc(self, eid: str, guest: str) -> dict[str, Any]:
-        return {"host": self.host, "endpoint": eid, "guest": guest}
+    def _owner_doc(self, eid: str, guest: str, mac: str) -> dict[str, Any]:
+        return {"host": self.host, "endpoint": eid, "guest": guest, "mac": mac}
 
-    def reserve(self, net: NetworkSpec, ip: IPAddress, eid: str, guest: str) -> None:
+    def reserve(self, net: NetworkSpec, ip: IPAddress, eid: str, guest: str, mac: str) -> None:
         """Claim a static address for an endpoint; Conflict when another
         endpoint (on any host) holds it. Idempotent for the same endpoint."""
         if ip in keys.reserved(net):
@@ -218,7 +236,7 @@ class Cluster:
                 field="spec.addresses",
             )
         key = keys.ipam_key(net.name, ip)
-        mine = self._owner_doc(eid, guest)
+        mine = self._owner_doc(eid, guest, mac)
         if self.etcd.create(key, mine):
             return
         have = self.etcd.get(key)
@@ -237,7 +255,7 @@ class Cluster:
             hint="leave the address out to get a free one",
         )
 
-    def allocate(self, net: NetworkSpec, eid: str, guest: str) -> IPInterface:
+    def allocate(self, net: NetworkSpec, eid: str, guest: str, mac: str) -> IPInterface:
         """A free address of the network for an endpoint, claimed atomically:
         concurrent attaches on several hosts never get the same one."""
         used, _ = self.etcd.get_prefix(keys.ipam_prefix(net.name))
@@ -250,7 +268,7 @@ class Cluster:
                 taken.add(ipaddress.ip_address(ip_text))
             except ValueError:
                 continue
-        mine = self._owner_doc(eid, guest)
+        mine = self._owner_doc(eid, guest, mac)
         tries = 0
         for ip in keys.candidates(net, taken, eid):
             tries += 1
@@ -263,10 +281,12 @@ class Cluster:
             hint="detach endpoints, or create a network with a larger subnet",
         )
 
-    def release(self, network: str, addresses: Iterable[IPAddress], eid: str, guest: str) -> None:
+    def release(
+        self, network: str, addresses: Iterable[IPAddress], eid: str, guest: str, mac: str
+    ) -> None:
         """Give back an endpoint's addresses (only those it holds). Failures
         are logged: the garbage collection of a later reconcile retries."""
-        mine = self._owner_doc(eid, guest)
+        mine = self._owner_doc(eid, guest, mac)
         for ip in addresses:
             try:
                 self.etcd.delete_if(keys.ipam_key(network, ip), mine)

@@ -305,6 +305,9 @@ def _join_cluster(cluster: Any, engine: Engine, cfg: config_mod.Config) -> Any:
         def sync_cluster_peers(self, wanted: Any) -> None:
             engine.sync_cluster_peers(wanted)
 
+        def sync_remote_endpoints(self, table: Any) -> None:
+            engine.sync_remote_endpoints(table)
+
         def sync_networks(self, networks: Any) -> None:
             engine.sync_networks(networks)
             for name, net in networks.items():

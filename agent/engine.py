@@ -204,6 +204,8 @@ class Engine:
             dhcp.on_exit = self._dhcp_restart
         self.tc = tc
         self.cluster: Cluster | None = None  # cluster mode (set by the daemon)
+        # Cluster: other hosts' endpoints by network, (ip, mac, vtep).
+        self._remote: dict[str, tuple[tuple[str, str, str], ...]] = {}
         self.underlay_address = underlay_address
         self._peer_lock = threading.Lock()
         self._memo = threading.local()
@@ -586,7 +588,35 @@ class Engine:
             )
         mtu = want.mtu or self._overlay_mtu(want)
         seen = self.netlink.observe_vxlan(overlay.vxlan_name(want.vni))
-        return overlay.plan_linux_overlay(want, peers, local, mtu, seen, self.store.agent_id)
+        ops = overlay.plan_linux_overlay(want, peers, local, mtu, seen, self.store.agent_id)
+        record = self.store.bridges().get(want.name)
+        if self.cluster is not None and record is not None and record.network is not None:
+            if any(isinstance(op, DeleteLink) for op in ops):
+                seen = None  # re-created: its entries go with it
+            ops += overlay.plan_known_endpoints(
+                want.name,
+                want.vni,
+                self._remote.get(want.name, ()),
+                seen,
+                self.netlink.bridge_neighbours(want.name),
+            )
+        return ops
+
+    def sync_remote_endpoints(self, table: dict[str, tuple[tuple[str, str, str], ...]]) -> None:
+        """Cluster: the endpoints of each network on other hosts, (ip, mac,
+        vtep); their MACs and addresses are programmed into this host's
+        Linux overlay bridges (OVS bridges flood and learn as before)."""
+        changed = [n for n in set(table) | set(self._remote) if table.get(n) != self._remote.get(n)]
+        self._remote = dict(table)
+        for name in sorted(changed):
+            record = self.store.bridges().get(name)
+            if record is None or record.network is None or record.spec.kind is not BridgeKind.LINUX:
+                continue
+            with self._locks.bridge(name).write(), self._memoized():
+                try:
+                    self._apply(self._plan_overlay(record.spec), None, rollback=False, what=name)
+                except NetplumbError as e:
+                    log.error("cluster: programming the endpoints of %s failed: %s", name, e)
 
     def _check_userspace_routing(self, peer: str) -> None:
         """The userspace datapath builds tunnel packets itself and can only
@@ -875,7 +905,7 @@ class Engine:
                         )
                 except BaseException:
                     if claimed and net is not None and self.cluster is not None:
-                        self.cluster.release(net.name, claimed, eid, str(want.guest))
+                        self.cluster.release(net.name, claimed, eid, str(want.guest), record.mac)
                     raise
                 if net is not None:
                     self._publish(record, net)
@@ -1056,14 +1086,14 @@ class Engine:
         try:
             for a in want.addresses:
                 if a.ip in net.subnet:
-                    self.cluster.reserve(net, a.ip, record.id, guest)
+                    self.cluster.reserve(net, a.ip, record.id, guest, record.mac)
                     claimed.append(a.ip)
             if not any(a.ip in net.subnet for a in want.addresses) and want.dhcp is None:
-                got = self.cluster.allocate(net, record.id, guest)
+                got = self.cluster.allocate(net, record.id, guest, record.mac)
                 claimed.append(got.ip)
                 allocated = (got,)
         except BaseException:
-            self.cluster.release(net.name, claimed, record.id, guest)
+            self.cluster.release(net.name, claimed, record.id, guest, record.mac)
             raise
         gateways: tuple[IPAddress, ...] = ()
         gw = net.gateway
@@ -1108,7 +1138,7 @@ class Engine:
         if net is None or self.cluster is None:
             return
         addrs = [a.ip for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
-        self.cluster.release(net.name, addrs, record.id, str(record.guest))
+        self.cluster.release(net.name, addrs, record.id, str(record.guest), record.mac)
         if record.name:
             self.cluster.unpublish(net.name, record.name, record.id)
 

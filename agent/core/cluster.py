@@ -191,3 +191,31 @@ def endpoint_owner(doc: Mapping[str, Any], host: str) -> str | None:
     if doc.get("host") == host and isinstance(doc.get("endpoint"), str):
         return str(doc["endpoint"])
     return None
+
+
+def remote_endpoints(
+    ipam: Mapping[str, Mapping[str, Any]], hosts: Mapping[str, Mapping[str, Any]], me: str
+) -> dict[str, tuple[tuple[str, str, str], ...]]:
+    """From the ipam/ snapshot and the host registry (names without the
+    ``hosts/`` prefix): the endpoints of every network on hosts other than
+    ``me``, as sorted (ip, mac, vtep) -- what this host programs so that
+    their MACs are not flooded for. Entries of unknown hosts or without a
+    MAC are left out (traffic to them is flooded and learnt as usual)."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for key, doc in ipam.items():
+        rest = key.removeprefix(IPAM)
+        network, sep, ip = rest.partition("/")
+        host = str(doc.get("host", ""))
+        mac = str(doc.get("mac", "")).lower()
+        if not sep or host == me or not mac:
+            continue
+        vtep = str(hosts.get(host, {}).get("underlay", ""))
+        if not vtep:
+            continue
+        try:
+            ipaddress.ip_address(ip)
+            ipaddress.ip_address(vtep)
+        except ValueError:
+            continue
+        out.setdefault(network, []).append((ip, mac, vtep))
+    return {n: tuple(sorted(v)) for n, v in out.items()}

@@ -372,3 +372,7 @@ class ObservedVxlan:
     mtu: int
     alias: str
     flood_to: tuple[str, ...]  # destinations of the all-zero FDB entries
+    # Cluster networks: static (MAC, destination) entries of known remote
+    # endpoints, and whether the bridge answers ARP/ND for them itself.
+    macs: tuple[tuple[str, str], ...] = ()
+    neigh_suppress: bool = False

@@ -377,6 +377,62 @@ class SetTxChecksum:
         return f"turn tx checksum offload {'on' if self.on else 'off'} on {self.name} ({self.where.value})"
 
 
+@dataclass(frozen=True, slots=True)
+class AddFdbMac:
+    """A static forwarding entry: frames to ``mac`` go to the VTEP ``dst``."""
+
+    name: str
+    mac: str
+    dst: str
+
+    def __str__(self) -> str:
+        return f"forward {self.mac} on {self.name} to {self.dst}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelFdbMac:
+    name: str
+    mac: str
+    dst: str
+
+    def __str__(self) -> str:
+        return f"stop forwarding {self.mac} on {self.name} to {self.dst}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddNeigh:
+    """A permanent neighbour entry on a bridge: the bridge answers ARP/ND for
+    ``ip`` itself (with neighbour suppression on its VXLAN port)."""
+
+    bridge: str
+    ip: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"neighbour {self.ip} is {self.mac} on {self.bridge}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelNeigh:
+    bridge: str
+    ip: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"forget neighbour {self.ip} on {self.bridge}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetNeighSuppress:
+    """ARP/ND requests for known neighbours are answered by the bridge and
+    not flooded through this port (a VXLAN device)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"suppress ARP/ND flooding through {self.name}"
+
+
 OvsOp = AddOvsBridge | DelOvsBridge | AddOvsPort | DelOvsPort | SetOvsPortTag
 
 Op = (
@@ -410,6 +466,11 @@ Op = (
     | CreateVxlan
     | AddFlood
     | DelFlood
+    | AddFdbMac
+    | DelFdbMac
+    | AddNeigh
+    | DelNeigh
+    | SetNeighSuppress
     | SetTxChecksum
 )
 
@@ -440,4 +501,8 @@ def undo(op: Op) -> Op | None:
         return DeleteLink(Where.HOST, op.name)
     if isinstance(op, AddFlood):
         return DelFlood(op.name, op.dst)
+    if isinstance(op, AddFdbMac):
+        return DelFdbMac(op.name, op.mac, op.dst)
+    if isinstance(op, AddNeigh):
+        return DelNeigh(op.bridge, op.ip, op.mac)
     return None

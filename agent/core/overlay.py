@@ -26,18 +26,23 @@ from .model import (
 )
 from .ops import (
     AddAddress,
+    AddFdbMac,
     AddFlood,
+    AddNeigh,
     AddOvsBridge,
     AddOvsPort,
     CreateVxlan,
     DelAddress,
     DeleteLink,
+    DelFdbMac,
     DelFlood,
+    DelNeigh,
     DelOvsBridge,
     DelOvsPort,
     Op,
     SetMac,
     SetMtu,
+    SetNeighSuppress,
     SetUp,
     Where,
 )
@@ -232,4 +237,32 @@ def plan_linux_overlay(
         ops.append(SetMtu(Where.HOST, name, mtu))
     ops.extend(DelFlood(name, dst) for dst in seen.flood_to if dst not in want_flood)
     ops.extend(AddFlood(name, dst) for dst in want_flood if dst not in seen.flood_to)
+    return tuple(ops)
+
+
+def plan_known_endpoints(
+    bridge: str,
+    vni: int,
+    remote: tuple[tuple[str, str, str], ...],
+    seen: ObservedVxlan | None,
+    neighbours: tuple[tuple[str, str], ...],
+) -> tuple[Op, ...]:
+    """Cluster networks on Linux bridges: every remote endpoint's MAC goes
+    straight to its host's VTEP (no unknown-unicast flooding) and the bridge
+    answers ARP/ND for its address (no broadcast across hosts). Unknown
+    addresses are still flooded and answered by whoever has them.
+    ``remote``: (ip, mac, vtep); ``neighbours``: the bridge's permanent
+    (ip, mac) entries. A missing VXLAN device is planned again later."""
+    name = vxlan_name(vni)
+    have_macs = set(seen.macs) if seen is not None else set()
+    want_macs = {(mac, vtep) for _, mac, vtep in remote}
+    want_neigh = {(ip, mac) for ip, mac, _ in remote}
+    have_neigh = set(neighbours)
+    ops: list[Op] = []
+    if seen is None or not seen.neigh_suppress:
+        ops.append(SetNeighSuppress(name))  # (a device created just before in the plan)
+    ops.extend(DelNeigh(bridge, ip, mac) for ip, mac in sorted(have_neigh - want_neigh))
+    ops.extend(DelFdbMac(name, mac, dst) for mac, dst in sorted(have_macs - want_macs))
+    ops.extend(AddFdbMac(name, mac, dst) for mac, dst in sorted(want_macs - have_macs))
+    ops.extend(AddNeigh(bridge, ip, mac) for ip, mac in sorted(want_neigh - have_neigh))
     return tuple(ops)

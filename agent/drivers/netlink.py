@@ -33,7 +33,9 @@ from ..core.model import (
 )
 from ..core.ops import (
     AddAddress,
+    AddFdbMac,
     AddFlood,
+    AddNeigh,
     AddRoute,
     AddRule,
     Announce,
@@ -45,7 +47,9 @@ from ..core.ops import (
     CreateVxlan,
     DelAddress,
     DeleteLink,
+    DelFdbMac,
     DelFlood,
+    DelNeigh,
     DelRoute,
     DelRule,
     EnableIpv6,
@@ -56,6 +60,7 @@ from ..core.ops import (
     SetMac,
     SetMaster,
     SetMtu,
+    SetNeighSuppress,
     SetPortVlan,
     SetTxChecksum,
     SetUp,
@@ -87,6 +92,8 @@ AF_BRIDGE = 7
 RTEXT_FILTER_BRVLAN = 2
 BRIDGE_VLAN_INFO_PVID = 0x2
 FIB_RULE_INVERT = 0x2
+NUD_NOARP = 0x40
+NUD_PERMANENT = 0x80
 
 
 def _open(handle: NetnsHandle | None) -> IPRoute:
@@ -435,13 +442,24 @@ class NetlinkDriver:
             s.remember(Where.HOST, name, index)
             data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
             master = _master(s, s.host, msg)
+            entries = [e for e in s.host.fdb("dump", ifindex=index) if e["ifindex"] == index]
             flood = sorted(
                 str(e.get_attr("NDA_DST"))
-                for e in s.host.fdb("dump", ifindex=index)
-                if e.get_attr("NDA_LLADDR") == ZERO_MAC
-                and e.get_attr("NDA_DST")
-                and e["ifindex"] == index
+                for e in entries
+                if e.get_attr("NDA_LLADDR") == ZERO_MAC and e.get_attr("NDA_DST")
             )
+            macs = sorted(
+                (str(e.get_attr("NDA_LLADDR")).lower(), str(e.get_attr("NDA_DST")))
+                for e in entries
+                if e.get_attr("NDA_LLADDR") not in (None, ZERO_MAC)
+                and e.get_attr("NDA_DST")
+                and e["state"] & NUD_PERMANENT
+            )
+            suppress = False
+            if master:
+                for m in s.host.brport("show", index=index):
+                    info = m.get_attr("IFLA_PROTINFO")
+                    suppress = bool(info and info.get_attr("IFLA_BRPORT_NEIGH_SUPPRESS"))
             return ObservedVxlan(
                 name=name,
                 vni=int(data.get_attr("IFLA_VXLAN_ID") or 0) if data is not None else 0,
@@ -455,6 +473,23 @@ class NetlinkDriver:
                 mtu=msg.get_attr("IFLA_MTU") or 0,
                 alias=msg.get_attr("IFLA_IFALIAS") or "",
                 flood_to=tuple(flood),
+                macs=tuple(macs),
+                neigh_suppress=suppress,
+            )
+
+    def bridge_neighbours(self, bridge: str) -> tuple[tuple[str, str], ...]:
+        """The bridge's permanent neighbour entries, (ip, mac)."""
+        with self._session(None) as s:
+            try:
+                index = s.index(Where.HOST, bridge)
+            except NotFound:
+                return ()
+            return tuple(
+                sorted(
+                    (str(n.get_attr("NDA_DST")), str(n.get_attr("NDA_LLADDR") or "").lower())
+                    for n in s.host.get_neighbours(ifindex=index)
+                    if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR")
+                )
             )
 
     def tx_checksum(self, guest: NetnsHandle | None, name: str) -> bool | None:
@@ -747,6 +782,29 @@ class NetlinkDriver:
                 except NetlinkError as e:
                     if e.code not in (errno.ENOENT, errno.ENODEV):
                         raise
+        elif isinstance(op, AddFdbMac | DelFdbMac):
+            kw = {"ifindex": s.index(Where.HOST, op.name), "lladdr": op.mac, "dst": op.dst}
+            if isinstance(op, AddFdbMac):
+                s.host.fdb("replace", state=NUD_PERMANENT | NUD_NOARP, **kw)
+            else:
+                try:
+                    s.host.fdb("del", **kw)
+                except NetlinkError as e:
+                    if e.code not in (errno.ENOENT, errno.ENODEV):
+                        raise
+        elif isinstance(op, AddNeigh | DelNeigh):
+            family = socket.AF_INET6 if ":" in op.ip else socket.AF_INET
+            kw = {"ifindex": s.index(Where.HOST, op.bridge), "dst": op.ip, "family": family}
+            if isinstance(op, AddNeigh):
+                s.host.neigh("replace", lladdr=op.mac, state=NUD_PERMANENT, **kw)
+            else:
+                try:
+                    s.host.neigh("del", **kw)
+                except NetlinkError as e:
+                    if e.code not in (errno.ENOENT, errno.ENODEV):
+                        raise
+        elif isinstance(op, SetNeighSuppress):
+            s.host.brport("set", index=s.index(Where.HOST, op.name), neigh_suppress=1)
         elif isinstance(op, SetTxChecksum):
             set_tx_checksum(s.guest_ns if op.where is Where.GUEST else None, op.name, op.on)
         elif isinstance(op, Announce):

@@ -109,3 +109,53 @@ def test_names_table_and_owners() -> None:
     assert cluster.endpoint_owner(names["names/web/DB"], "h1") == "e1"
     assert cluster.endpoint_owner(names["names/web/DB"], "h2") is None
     assert cluster.name_key("web", "DB") == "names/web/db"
+
+
+def test_remote_endpoints_from_ipam_and_hosts() -> None:
+    ipam = {
+        "ipam/web/198.19.10.5": {"host": "h1", "endpoint": "e1", "mac": "02:00:00:00:00:05"},
+        "ipam/web/198.19.10.6": {"host": "h2", "endpoint": "e2", "mac": "02:00:00:00:00:06"},
+        "ipam/web/198.19.10.7": {"host": "h9", "endpoint": "e3", "mac": "02:00:00:00:00:07"},
+        "ipam/db/198.19.20.5": {"host": "h2", "endpoint": "e4", "mac": "02:00:00:00:00:08"},
+        "ipam/db/198.19.20.6": {"host": "h2", "endpoint": "e5"},  # no MAC: flooded as before
+    }
+    hosts = {"h1": {"underlay": "198.18.0.11"}, "h2": {"underlay": "198.18.0.12"}}
+    assert cluster.remote_endpoints(ipam, hosts, "h1") == {
+        "web": (("198.19.10.6", "02:00:00:00:00:06", "198.18.0.12"),),
+        "db": (("198.19.20.5", "02:00:00:00:00:08", "198.18.0.12"),),
+    }
+
+
+def test_known_endpoints_are_programmed_and_forgotten() -> None:
+    from netplumb.agent.core.model import ObservedVxlan
+    from netplumb.agent.core.ops import AddFdbMac, AddNeigh, DelFdbMac, DelNeigh, SetNeighSuppress
+    from netplumb.agent.core.overlay import plan_known_endpoints
+
+    remote = (("198.19.10.6", "02:00:00:00:00:06", "198.18.0.12"),)
+    seen = ObservedVxlan("npvx10", 10, "198.18.0.11", "web", False, 1450, "a", ("198.18.0.12",))
+    ops = plan_known_endpoints("web", 10, remote, seen, ())
+    assert ops == (
+        SetNeighSuppress("npvx10"),
+        AddFdbMac("npvx10", "02:00:00:00:00:06", "198.18.0.12"),
+        AddNeigh("web", "198.19.10.6", "02:00:00:00:00:06"),
+    )
+    done = ObservedVxlan(
+        "npvx10",
+        10,
+        "198.18.0.11",
+        "web",
+        False,
+        1450,
+        "a",
+        ("198.18.0.12",),
+        macs=(("02:00:00:00:00:06", "198.18.0.12"),),
+        neigh_suppress=True,
+    )
+    assert (
+        plan_known_endpoints("web", 10, remote, done, (("198.19.10.6", "02:00:00:00:00:06"),)) == ()
+    )
+    gone = plan_known_endpoints("web", 10, (), done, (("198.19.10.6", "02:00:00:00:00:06"),))
+    assert gone == (
+        DelNeigh("web", "198.19.10.6", "02:00:00:00:00:06"),
+        DelFdbMac("npvx10", "02:00:00:00:00:06", "198.18.0.12"),
+    )
