@@ -331,15 +331,13 @@ def test_watch_resyncs_after_an_outage() -> None:
             restarted = time.monotonic()
             writer.put("hosts/h2", {"name": "h2"})  # while the watch is still reconnecting
             writer.delete("hosts/h1")
-            took = seen.wait("resynced", lambda s: s == {"hosts/h2": {"name": "h2"}}, 5)
+            seen.wait("resynced", lambda s: s == {"hosts/h2": {"name": "h2"}}, 5)
             assert seen.count > before
-            print(
-                f"\nwatch resynchronised {time.monotonic() - restarted:.2f} s after etcd came back"
-            )
+            took = time.monotonic() - restarted
+            print(f"\nwatch resynchronised {took:.2f} s after etcd came back")
             # and follows changes again
             writer.put("hosts/h3", {"name": "h3"})
             seen.wait("followed after resync", lambda s: "hosts/h3" in s)
-            del took
         finally:
             d.close()
             writer.close()
