@@ -39,6 +39,7 @@ from .core.model import (
     RouteSpec,
 )
 from .core.ops import (
+    AddOvsBridge,
     AddRule,
     CreateDummy,
     CreateMacvlan,
@@ -297,7 +298,12 @@ class Engine:
                 step(ops)
                 if not apply and seen_ovs is None:
                     return BridgeRecord(spec=want, owned=owned), tuple(done)
-                if apply and not wait_for_link(self.netlink.link_exists, want.name):
+                made = any(isinstance(op, AddOvsBridge) for op in ops)
+                if apply and not wait_for_link(
+                    self.netlink.link_index,
+                    want.name,
+                    ifindex=(lambda: ovs.interface_ifindex(want.name)) if made else None,
+                ):
                     raise DependencyUnavailable(
                         f"Open vSwitch did not create the interface of bridge {want.name}",
                         hint="check ovs-vswitchd is running (its log says why)",
@@ -739,7 +745,10 @@ class Engine:
             if not b.spec.vni:
                 continue
             with self._locks.bridge(name).write():
-                ops = self._plan_overlay(b.spec)
+                current = self.store.bridges().get(name)
+                if current is None or not current.spec.vni:
+                    continue  # deleted (or changed) while we were getting here
+                ops = self._plan_overlay(current.spec)
                 self._apply(ops, None, rollback=rollback, what=f"overlay {name}")
                 applied.extend(ops)
         # Each bridge's ops touch only its own tunnels, so one snapshot of our
@@ -783,6 +792,13 @@ class Engine:
         if record is not None:
             return record
         seen = self.netlink.observe_bridge(name)
+        if seen.exists and seen.is_bridge and naming.is_ours(seen.alias):
+            raise NotFound(
+                f"bridge {name} is a leftover netplumb made and never recorded (a crash while "
+                "creating it)",
+                field="spec.bridge",
+                hint=f"'netplumb reconcile' removes it; then 'netplumb bridge add {name}'",
+            )
         if seen.exists and seen.is_bridge:
             # An existing Linux bridge (pipework's bri0): adopted, never
             # owned -- recorded by the caller once the attach has succeeded,
@@ -801,10 +817,12 @@ class Engine:
         eid = naming.endpoint_id(want.guest, want.ifname)
         veth = want.kind is LinkKind.VETH
         with self._locks.guest(want.guest.key), self._claim(eid):
-            bridge = self._bridge_for_attach(want.bridge) if veth else None
             with ExitStack() as stack:
                 if veth:
+                    # Under the bridge's lock: a bridge being created now is
+                    # recorded before we look.
                     stack.enter_context(self._locks.bridge(want.bridge).read())
+                bridge = self._bridge_for_attach(want.bridge) if veth else None
                 if want.name and (bridge is None or bridge.network is None):
                     raise PreconditionFailed(
                         f"endpoint names are published on cluster networks; {want.bridge or 'it'} "

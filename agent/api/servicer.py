@@ -242,6 +242,14 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
             return pb.Dependency(name="etcd", up=False, enabled=False, detail="standalone mode")
         return pb.Dependency(name="etcd", up=c.up, enabled=True, detail=c.etcd.detail)
 
+    def _vswitchd_dependency(self) -> list[pb.Dependency]:
+        ovs = self.engine.ovs
+        up = ovs.vswitchd_up() if ovs is not None and ovs.connected else None
+        if up is None:
+            return []
+        detail = "running" if up else "not running: OVS bridges forward nothing"
+        return [pb.Dependency(name="ovs-vswitchd", up=up, enabled=True, detail=detail)]
+
     def _ovs_dependency(self) -> pb.Dependency:
         ovs = self.engine.ovs
         if ovs is None:
@@ -275,6 +283,7 @@ class AgentServicer(pb_grpc.AgentServicer):  # type: ignore[misc]
                 dependencies=[
                     pb.Dependency(name="netlink", up=True, enabled=True, detail="pyroute2"),
                     self._ovs_dependency(),
+                    *self._vswitchd_dependency(),
                     self._docker_dependency(),
                     self._etcd_dependency(),
                 ],

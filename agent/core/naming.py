@@ -37,6 +37,15 @@ def stable_mac(endpoint_id: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
+def bridge_mac(name: str, agent_id: str) -> str:
+    """The MAC of an OVS bridge netplumb creates (other_config:hwaddr): the
+    same every time the bridge is made again (after the OVS database was
+    wiped), so guests' neighbour entries for its address stay right; unique
+    per agent, so same-named bridges on hosts joined by an overlay differ."""
+    digest = hashlib.sha256(f"netplumb-bridge\0{agent_id}\0{name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def endpoint_alias(endpoint_id: str, agent_id: str) -> str:
     """Alias put on both veth ends of an endpoint: the endpoint and the agent
     that owns it (several agents may share a host namespace, e.g. in tests;

@@ -122,7 +122,8 @@ def plan_ovs_bridge(
                 f"OVS bridge {spec.name} was adopted by netplumb and no longer exists",
                 hint=f"recreate it, or 'netplumb bridge del {spec.name}' to forget it",
             )
-        return (AddOvsBridge(spec.name, datapath_type, mtu, spec.mac),), True
+        mac = spec.mac or naming.bridge_mac(spec.name, agent_id)
+        return (AddOvsBridge(spec.name, datapath_type, mtu, mac),), True
     return (), seen.owner == agent_id
 
 

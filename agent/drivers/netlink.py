@@ -500,8 +500,13 @@ class NetlinkDriver:
             return None
 
     def link_exists(self, name: str) -> bool:
+        return self.link_index(name) != 0
+
+    def link_index(self, name: str) -> int:
+        """The host link's ifindex, 0 when there is none."""
         with self._session(None) as s:
-            return _link_by_name(s.host, name) is not None
+            msg = _link_by_name(s.host, name)
+            return int(msg["index"]) if msg is not None else 0
 
     def underlay(self, local: str = "", towards: str = "") -> tuple[str, str, int] | None:
         """(local address, interface, MTU) of the underlay: the interface
@@ -742,9 +747,11 @@ class NetlinkDriver:
                 kw["gateway"] = str(r.via)
             if r.metric:
                 kw["priority"] = r.metric
+            if r.via is None:
+                # On-link; a delete must say so too, or the kernel looks for a
+                # universe-scope route, finds none (ESRCH) and keeps this one.
+                kw["scope"] = RT_SCOPE_LINK
             if isinstance(op, AddRoute):
-                if r.via is None:
-                    kw["scope"] = RT_SCOPE_LINK
                 s.guest.route("replace", **kw)
             else:
                 try:

@@ -12,8 +12,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from ..core.model import ObservedOvsBridge, ObservedOvsPort
 from ..core.ops import (
@@ -26,6 +26,8 @@ from ..core.ops import (
     SetOvsPortTag,
 )
 from ..errors import DependencyUnavailable, InternalError
+
+T = TypeVar("T")
 
 log = logging.getLogger("netplumb.ovs")
 
@@ -66,6 +68,9 @@ class OvsDriver:
         self._thread = threading.Thread(target=self._keep_connected, name="ovsdb", daemon=True)
         self._thread.start()
         self.on_connect: list[Any] = []  # callbacks run after each (re)connection
+        self._vswitchd_seen = False  # its pidfile named a live process once
+        self._vswitchd_was_up = True
+        self._vswitchd_seen_down = False
 
     # -- connection
 
@@ -94,6 +99,46 @@ class OvsDriver:
             except Exception:
                 pass
 
+    def vswitchd_up(self) -> bool | None:
+        """Whether ovs-vswitchd runs: its pidfile beside the OVSDB socket
+        names a live ovs-vswitchd. None when that cannot be told (OVSDB over
+        TCP, or no pidfile where Debian and the lab keep it)."""
+        if not self.endpoint.startswith("unix:"):
+            return None
+        pidfile = os.path.join(os.path.dirname(self.endpoint[5:]), "ovs-vswitchd.pid")
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+        except FileNotFoundError:
+            return False if self._vswitchd_seen else None
+        except (OSError, ValueError):
+            return None
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                alive = f.read().strip() == "ovs-vswitchd"
+        except OSError:
+            alive = False
+        if alive:
+            self._vswitchd_seen = True
+        return alive if self._vswitchd_seen else (True if alive else None)
+
+    def _watch_vswitchd(self) -> None:
+        up = self.vswitchd_up()
+        if up is False and self._vswitchd_was_up:
+            log.warning("ovs-vswitchd is not running: OVS bridges forward nothing until it is back")
+            self._vswitchd_was_up = False
+        elif up and not self._vswitchd_was_up:
+            self._vswitchd_was_up = True
+            if self._vswitchd_seen_down:
+                log.info("ovs-vswitchd is running again")
+                for cb in list(self.on_connect):
+                    try:
+                        cb()
+                    except Exception:
+                        log.exception("OVS reconnect handler failed")
+        if up is False:
+            self._vswitchd_seen_down = True
+
     def _keep_connected(self) -> None:
         delay = 0.2
         was_up = False
@@ -101,6 +146,7 @@ class OvsDriver:
             if self.connected:
                 was_up = True
                 delay = 0.2
+                self._watch_vswitchd()
                 self._stop.wait(0.5)
                 continue
             if was_up:
@@ -118,15 +164,29 @@ class OvsDriver:
             except Exception as e:
                 self._last_error = f"cannot reach OVSDB at {self.endpoint}: {e}"
                 self._stop.wait(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.25)
 
     def _connect(self) -> None:
         from ovsdbapp.backend.ovs_idl import connection
         from ovsdbapp.schema.open_vswitch import impl_idl
 
+        t0 = time.monotonic()
         idl = connection.OvsdbIdl.from_server(self.endpoint, "Open_vSwitch")
+        try:
+            # python-ovs backs off 1, 2, 4, 8 s between attempts: an OVSDB
+            # that restarts while we connect would cost seconds. A local
+            # unix socket is cheap to retry.
+            idl._session.reconnect.set_backoff(100, 250)
+        except AttributeError:
+            pass
+        t1 = time.monotonic()
         conn = connection.Connection(idl=idl, timeout=int(CONNECT_TIMEOUT))
         api = impl_idl.OvsdbIdl(conn, start=True)
+        log.debug(
+            "OVSDB: schema in %.0f ms, replica in %.0f ms",
+            (t1 - t0) * 1000,
+            (time.monotonic() - t1) * 1000,
+        )
         with self._lock:
             self._api = api
         self._ever_connected = True
@@ -200,44 +260,72 @@ class OvsDriver:
         api = self._need()
         return sorted(self._run(api.list_br()))
 
+    def _replica(self, what: str, read: Callable[[Any], T]) -> T:
+        """Run ``read(tables)`` over the IDL's in-memory replica. ovsdbapp's
+        connection thread updates it meanwhile, so a read can meet a row
+        half-updated (an attribute missing, a dict changing size): such a read
+        is simply made again."""
+        api = self._need()
+        for attempt in range(5):
+            try:
+                return read(api.tables)
+            except (AttributeError, KeyError, RuntimeError, TypeError) as e:
+                if attempt == 4:
+                    raise InternalError(f"reading {what} failed: {e}") from e
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def observe_port(self, name: str) -> ObservedOvsPort | None:
         """One port by name, from the IDL's in-memory replica."""
-        api = self._need()
-        try:
-            tables = api.tables
-            port = next((p for p in tables["Port"].rows.values() if p.name == name), None)
+
+        def read(tables: Any) -> ObservedOvsPort | None:
+            port = next((p for p in list(tables["Port"].rows.values()) if p.name == name), None)
             if port is None:
                 return None
             bridge = next(
                 (
                     b.name
-                    for b in tables["Bridge"].rows.values()
+                    for b in list(tables["Bridge"].rows.values())
                     if any(p.uuid == port.uuid for p in b.ports)
                 ),
                 "",
             )
             return _port(port, bridge)
-        except Exception as e:
-            raise InternalError(f"reading OVS port {name} failed: {e}") from e
+
+        return self._replica(f"OVS port {name}", read)
 
     def owned_ports(self, agent_id: str) -> list[ObservedOvsPort]:
         """Every port tagged with this agent's id, read straight from the
         IDL's in-memory replica (as ovsdbapp's own read commands do): one
         pass over the rows, where per-port lookups made a full mesh of peers
         quadratic."""
-        api = self._need()
-        try:
-            tables = api.tables
+
+        def read(tables: Any) -> list[ObservedOvsPort]:
             bridge_of = {
-                port.uuid: br.name for br in tables["Bridge"].rows.values() for port in br.ports
+                port.uuid: br.name
+                for br in list(tables["Bridge"].rows.values())
+                for port in br.ports
             }
             return [
                 _port(port, bridge_of.get(port.uuid, ""))
                 for port in list(tables["Port"].rows.values())
                 if port.external_ids.get(OWNER) == agent_id
             ]
-        except Exception as e:
-            raise InternalError(f"reading OVS ports failed: {e}") from e
+
+        return self._replica("OVS ports", read)
+
+    def interface_ifindex(self, name: str) -> int:
+        """The ifindex ovs-vswitchd reports for an interface (0 until it has
+        created the device)."""
+
+        def read(tables: Any) -> int:
+            for row in list(tables["Interface"].rows.values()):
+                if row.name == name:
+                    got = row.ifindex
+                    return int(got[0]) if isinstance(got, list) and got else int(got or 0)
+            return 0
+
+        return self._replica(f"OVS interface {name}", read)
 
     def interface_type(self, name: str) -> str | None:
         """The OVS Interface type of ``name`` ("internal" for a bridge's own
@@ -361,12 +449,18 @@ def _first_str(v: Any) -> str:
     return str(v) if v else ""
 
 
-def wait_for_link(lookup: Any, name: str, timeout: float = 5.0) -> bool:
+def wait_for_link(
+    lookup: Any, name: str, timeout: float = 5.0, ifindex: Callable[[], int] | None = None
+) -> bool:
     """ovs-vswitchd creates a bridge's internal interface asynchronously:
-    poll ``lookup(name)`` until it is there."""
+    poll ``lookup(name)`` (the device's ifindex, 0 when absent) until it is
+    there -- and, with ``ifindex`` (what OVSDB reports), until it is the
+    device ovs-vswitchd made now, not a stale one of the same name that a
+    killed ovs-vswitchd left behind and the new one is about to replace."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if lookup(name):
+        have = lookup(name)
+        if have and (ifindex is None or ifindex() == have):
             return True
         time.sleep(0.02)
     return False

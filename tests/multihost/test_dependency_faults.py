@@ -13,10 +13,10 @@ the bridge, across the tunnel to h2, and on the VLAN. The restore time is
 polled: from the moment the daemons were started again to the end of the
 first poll that found everything in place.
 
-Two product bugs are strict xfail tests here: status and log say nothing
-while ovs-vswitchd is down, and an OVS bridge re-created after the database
-was lost gets a new MAC, so guests cannot reach the bridge's address (their
-gateway) until their neighbour entry expires.
+Two product bugs found here are fixed, each with its test: status and log
+said nothing while ovs-vswitchd was down, and an OVS bridge re-created after
+the database was lost got a new MAC, so guests could not reach the bridge's
+address (their gateway) until their neighbour entry expired.
 """
 
 from __future__ import annotations
@@ -277,11 +277,6 @@ def test_ovs_vswitchd_killed_and_restarted(world: World) -> None:
     assert took <= RECOVERY_BOUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: GetStatus has no ovs-vswitchd dependency (only the OVSDB connection) and "
-    "the daemon logs nothing while ovs-vswitchd is down",
-)
 def test_status_and_log_report_ovs_vswitchd_down(world: World) -> None:
     lab = world.lab
     offset = len(lab.agent_log("h1"))
@@ -347,11 +342,6 @@ def test_ovs_database_wiped(world: World) -> None:
     assert wipe(world, gateway=False) <= RECOVERY_BOUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an OVS bridge netplumb re-creates gets a new MAC (no other_config:hwaddr, no "
-    "gratuitous ARP): guests keep the old one for the bridge's address for ~30 s",
-)
 def test_guests_reach_the_bridge_address_soon_after_the_ovs_database_is_wiped(
     world: World,
 ) -> None:

@@ -243,13 +243,6 @@ def test_operations_on_one_guest_are_serialised_on_different_guests_not(
                     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a peer add re-plans every overlay from the bridge records it read before "
-    "taking each bridge's lock (Engine._converge_overlays), so a bridge deleted meanwhile is "
-    "planned again: the peer add fails (NOT_FOUND 'interface X does not exist' for a Linux "
-    "overlay, INTERNAL 'Cannot find Bridge' for an OVS one) and is rolled back",
-)
 def test_peer_add_racing_a_bridge_delete_succeeds(lab1: Lab) -> None:
     """A peer add is held inside the daemon on an OVS overlay bridge (its
     tunnel's OVSDB transaction cannot be answered while ovsdb-server is
@@ -299,13 +292,6 @@ def test_peer_add_racing_a_bridge_delete_succeeds(lab1: Lab) -> None:
                     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: OvsDriver.owned_ports (and observe_port) read the OVS IDL replica from request "
-    "threads while the OVSDB connection thread builds transactions in it (uncommitted rows with "
-    "no data): peer add/del answer INTERNAL 'reading OVS ports failed: Row instance has no "
-    "attribute type' (also 'external_ids', 'interfaces')",
-)
 def test_peer_changes_during_ovs_attaches_answer_sensibly(lab1: Lab, netns: Namespaces) -> None:
     """Endpoints come and go on an OVS bridge while peers come and go (every
     peer change re-plans the overlay's tunnels from our OVS ports). Stops at

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from netplumb.agent.core import overlay
+from netplumb.agent.core import naming, overlay
 from netplumb.agent.core.model import (
     BridgeKind,
     BridgeRecord,
@@ -148,7 +148,11 @@ def test_linux_overlays_need_the_tunnel_in_the_kernel() -> None:
 
 def test_ovs_bridge_ownership() -> None:
     ops, owned = overlay.plan_ovs_bridge(OVS, None, None, AGENT, "netdev", 1450)
-    assert ops == (AddOvsBridge("bri0", "netdev", 1450),) and owned
+    # a MAC that is the same when the bridge is made again (after an OVS
+    # database wipe) and differs between agents
+    mac = naming.bridge_mac("bri0", AGENT)
+    assert ops == (AddOvsBridge("bri0", "netdev", 1450, mac),) and owned
+    assert mac != naming.bridge_mac("bri0", "other")
     mine = ObservedOvsBridge("bri0", "netdev", AGENT)
     theirs = ObservedOvsBridge("bri0", "system", "")
     assert overlay.plan_ovs_bridge(OVS, mine, None, AGENT, "netdev", 0) == ((), True)
