@@ -92,9 +92,7 @@ def test_pipework_mac_of_u_string_matches_pipework(daemon: Daemon, netns: Namesp
         delete_links([br])
 
 
-def test_unknown_host_interface_changes_nothing(
-    daemon: Daemon, netns: Namespaces
-) -> None:
+def test_unknown_host_interface_changes_nothing(daemon: Daemon, netns: Namespaces) -> None:
     a = netns.new()
     rc, err = pipework(daemon, "nosuchif0", a, "198.18.51.5/24")
     assert rc == 3 and "do not know how to set up" in err
