@@ -93,6 +93,8 @@ RTEXT_FILTER_BRVLAN = 2
 BRIDGE_VLAN_INFO_PVID = 0x2
 FIB_RULE_INVERT = 0x2
 NUD_NOARP = 0x40
+NTF_SELF = 0x02
+NTF_MASTER = 0x04
 NUD_PERMANENT = 0x80
 
 
@@ -790,15 +792,29 @@ class NetlinkDriver:
                     if e.code not in (errno.ENOENT, errno.ENODEV):
                         raise
         elif isinstance(op, AddFdbMac | DelFdbMac):
-            kw = {"ifindex": s.index(Where.HOST, op.name), "lladdr": op.mac, "dst": op.dst}
+            # Both tables: the bridge's (the MAC is behind the VXLAN port, so
+            # the bridge does not flood for it) and the VXLAN device's own
+            # (which host it is on).
+            # A "permanent" bridge entry would mean a local address (frames
+            # for it go up to the host): the bridge's is "static".
+            vx = s.index(Where.HOST, op.name)
+            own: dict[str, Any] = {
+                "ifindex": vx,
+                "lladdr": op.mac,
+                "dst": op.dst,
+                "flags": NTF_SELF,
+            }
+            master: dict[str, Any] = {"ifindex": vx, "lladdr": op.mac, "flags": NTF_MASTER}
             if isinstance(op, AddFdbMac):
-                s.host.fdb("replace", state=NUD_PERMANENT | NUD_NOARP, **kw)
+                s.host.fdb("replace", state=NUD_PERMANENT | NUD_NOARP, **own)
+                s.host.fdb("replace", state=NUD_NOARP, **master)
             else:
-                try:
-                    s.host.fdb("del", **kw)
-                except NetlinkError as e:
-                    if e.code not in (errno.ENOENT, errno.ENODEV):
-                        raise
+                for entry in (own, master):
+                    try:
+                        s.host.fdb("del", **entry)
+                    except NetlinkError as e:
+                        if e.code not in (errno.ENOENT, errno.ENODEV):
+                            raise
         elif isinstance(op, AddNeigh | DelNeigh):
             family = socket.AF_INET6 if ":" in op.ip else socket.AF_INET
             kw = {"ifindex": s.index(Where.HOST, op.bridge), "dst": op.ip, "family": family}

@@ -65,6 +65,10 @@ UNDERLAY4 = "198.18.0.{}"  # /24, host i -> .10+i
 UNDERLAY6 = "2001:db8:18::{}"  # /64
 MAX_HOSTS = 240
 FABRIC_BRIDGE = "fabric0"
+# Cluster labs: etcd runs in the fabric namespace, on this address of the
+# fabric bridge (member i listens on ETCD_CLIENT_PORT + 2*i).
+ETCD_ADDRESS = "198.18.0.2"
+ETCD_CLIENT_PORT = 2379
 PHY_BRIDGE = "br-phy"
 STATE_FILE = "lab.json"
 # Programs the lab runs (the agent and the CLI come from the virtualenv).
@@ -309,6 +313,9 @@ class Lab:
         agent_env: dict[str, str] | None = None,
         root: Path | str = LAB_ROOT,
         bin_dir: Path | str | None = None,
+        cluster: bool = False,
+        etcd_members: int = 1,
+        cluster_ttl: int = 3,
     ) -> None:
         if not PREFIX_RE.fullmatch(prefix):
             raise LabError(
@@ -326,6 +333,11 @@ class Lab:
         self.ovs_tso = ovs_tso
         self.agent_args = list(agent_args)
         self.agent_env = dict(agent_env or {})
+        if not 1 <= etcd_members <= 5:
+            raise LabError(f"etcd_members: between 1 and 5, not {etcd_members}")
+        self.cluster = cluster
+        self.etcd_members = etcd_members
+        self.cluster_ttl = cluster_ttl
         self.root = Path(root)
         self.bin_dir = Path(bin_dir) if bin_dir else _venv_bin()
         self.workdir = self.root / prefix
@@ -420,6 +432,9 @@ class Lab:
             "ovs_tso": self.ovs_tso,
             "agent_args": self.agent_args,
             "bin_dir": str(self.bin_dir),
+            "cluster": self.cluster,
+            "etcd_members": self.etcd_members,
+            "cluster_ttl": self.cluster_ttl,
             "fabric": self.fabric,
         }
 
@@ -442,6 +457,9 @@ class Lab:
             agent_args=list(doc.get("agent_args", [])),
             root=Path(root),
             bin_dir=Path(doc.get("bin_dir") or _venv_bin()),
+            cluster=bool(doc.get("cluster", False)),
+            etcd_members=int(doc.get("etcd_members", 1)),
+            cluster_ttl=int(doc.get("cluster_ttl", 3)),
         )
 
     def exists(self) -> bool:
@@ -496,6 +514,11 @@ class Lab:
              "type", "bridge"])
         # fmt: on
         run(["ip", "-n", self.fabric, "link", "set", FABRIC_BRIDGE, "up"])
+        if self.cluster:
+            run(
+                ["ip", "-n", self.fabric, "addr", "add", f"{ETCD_ADDRESS}/24", "dev", FABRIC_BRIDGE]
+            )
+            self.start_etcd()
         self.timings["fabric"] = time.monotonic() - t0
         # Per host: namespace, underlay, OVS, then the agent is spawned.
         # Hosts are independent of each other, so they are built in parallel;
@@ -620,6 +643,86 @@ class Lab:
                 env=env)
             # fmt: on
 
+    # -- etcd (cluster labs) ----------------------------------------------
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [
+            f"http://{ETCD_ADDRESS}:{ETCD_CLIENT_PORT + 2 * i}" for i in range(self.etcd_members)
+        ]
+
+    def _etcd_argv(self, i: int) -> list[str]:
+        client = ETCD_CLIENT_PORT + 2 * i
+        members = ",".join(
+            f"e{j}=http://{ETCD_ADDRESS}:{ETCD_CLIENT_PORT + 2 * j + 1}"
+            for j in range(self.etcd_members)
+        )
+        # fmt: off
+        return [
+            "etcd", "--name", f"e{i}", "--data-dir", str(self.workdir / f"etcd{i}"),
+            "--listen-client-urls", f"http://{ETCD_ADDRESS}:{client}",
+            "--advertise-client-urls", f"http://{ETCD_ADDRESS}:{client}",
+            "--listen-peer-urls", f"http://{ETCD_ADDRESS}:{client + 1}",
+            "--initial-advertise-peer-urls", f"http://{ETCD_ADDRESS}:{client + 1}",
+            "--initial-cluster", members, "--initial-cluster-token", self.prefix,
+            "--initial-cluster-state", "new",
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+        ]
+        # fmt: on
+
+    def start_etcd(self, members: Sequence[int] | None = None, wait: bool = True) -> float:
+        """Start the lab's etcd members (all, or those numbered in
+        ``members``) in the fabric namespace; returns when they answer (the
+        time they came back)."""
+        which = list(range(self.etcd_members)) if members is None else list(members)
+        for i in which:
+            log = open(self.workdir / f"etcd{i}.log", "ab")
+            with log:
+                proc = subprocess.Popen(
+                    ["ip", "netns", "exec", self.fabric, *self._etcd_argv(i)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            self._procs[f"etcd{i}"] = proc
+        if not wait:
+            return time.monotonic()
+        deadline = time.monotonic() + 30
+        for i in which:
+            url = self.etcd_endpoints[i] + "/health"
+            while True:
+                res = run(
+                    ["ip", "netns", "exec", self.fabric, "curl", "-s", "-m", "1", url]
+                    if shutil.which("curl")
+                    else [sys.executable, "-c", _HEALTH_PY, url],
+                    check=False,
+                    timeout=10,
+                )
+                if '"true"' in res.stdout:
+                    break
+                proc = self._procs[f"etcd{i}"]
+                if proc.poll() is not None and self.etcd_members == 1:
+                    raise LabError(f"etcd e{i} exited at start (see {self.workdir}/etcd{i}.log)")
+                if time.monotonic() > deadline:
+                    raise LabError(f"etcd e{i} does not answer at {url}")
+                time.sleep(0.1)
+        return time.monotonic()
+
+    def stop_etcd(self, members: Sequence[int] | None = None, sig: int = signal.SIGTERM) -> None:
+        """Stop etcd members (all by default; SIGKILL for a crash)."""
+        which = list(range(self.etcd_members)) if members is None else list(members)
+        for i in which:
+            proc = self._procs.pop(f"etcd{i}", None)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
     # -- agent -----------------------------------------------------------
 
     def agent_argv(self, host: Host | str | int) -> list[str]:
@@ -632,6 +735,8 @@ class Lab:
             "--ovsdb", h.ovsdb,
             "--underlay-address", h.underlay_address,
             "--log-level", "debug",
+            *(["--etcd", ",".join(self.etcd_endpoints), "--host-name", h.name,
+                "--cluster-ttl", str(self.cluster_ttl)] if self.cluster else []),
             *self.agent_args,
         ]
         # fmt: on
@@ -1007,6 +1112,31 @@ def teardown(prefix: str = DEFAULT_PREFIX, root: Path = LAB_ROOT) -> list[str]:
     return namespaces
 
 
+def _cmd_etcd(args: argparse.Namespace) -> int:
+    lab = Lab.load(args.prefix)
+    if not lab.cluster:
+        print(f"lab.py: lab {lab.prefix} is not a cluster lab (up --cluster)", file=sys.stderr)
+        return 2
+    if args.action == "stop":
+        lab.stop_etcd(args.member, signal.SIGKILL if args.kill else signal.SIGTERM)
+        # a loaded lab has no handles on processes started by another lab.py run
+        for i in args.member or range(lab.etcd_members):
+            for pid in _daemons_mentioning(str(lab.workdir / f"etcd{i}")):
+                _signal(pid, signal.SIGKILL if args.kill else signal.SIGTERM)
+    else:
+        lab.start_etcd(args.member)
+    return 0
+
+
+_HEALTH_PY = (
+    "import sys, urllib.request\n"
+    "try:\n"
+    "    print(urllib.request.urlopen(sys.argv[1], timeout=1).read().decode())\n"
+    "except Exception as e:\n"
+    "    print(e)\n"
+)
+
+
 # -- command line --------------------------------------------------------
 
 
@@ -1043,6 +1173,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         mtu=args.mtu,
         ovs_tso=args.ovs_tso,
         agent_args=args.agent_arg or [],
+        cluster=args.cluster,
+        etcd_members=args.etcd_members,
     )
     # SIGTERM (and Ctrl-C) during up: remove what was made, as for any failure.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -1191,7 +1323,22 @@ def parser() -> argparse.ArgumentParser:
         metavar="ARG",
         help="extra netplumbd argument (repeat; e.g. --agent-arg=--ovs-datapath-type=netdev)",
     )
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help=f"cluster mode: etcd in the fabric namespace ({ETCD_ADDRESS}) and every agent "
+        "joined to it (hosts find each other; no peer add)",
+    )
+    up.add_argument(
+        "--etcd-members", type=int, default=1, help="etcd members with --cluster (default 1)"
+    )
     up.set_defaults(fn=_cmd_up)
+
+    et = with_prefix(sub.add_parser("etcd", help="stop / start a cluster lab's etcd members"))
+    et.add_argument("action", choices=("stop", "start"))
+    et.add_argument("--member", type=int, action="append", help="only member N (0-based; repeat)")
+    et.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+    et.set_defaults(fn=_cmd_etcd)
 
     down = with_prefix(sub.add_parser("down", help="remove a lab (also after a crash)"))
     down.set_defaults(fn=_cmd_down)
