@@ -186,10 +186,19 @@ class Cluster:
         )
 
     def check_vni(self, net: NetworkSpec) -> None:
+        """Refuse a network that would share a VNI or overlap the subnet of
+        another one (every host carries all networks)."""
         for other in self.network_list():
-            if other.vni == net.vni and other.name != net.name:
+            if other.name == net.name:
+                continue
+            if other.vni == net.vni:
                 raise Conflict(
                     f"VNI {net.vni} is already carried by network {other.name}", field="spec.vni"
+                )
+            if other.subnet.version == net.subnet.version and other.subnet.overlaps(net.subnet):
+                raise Conflict(
+                    f"subnet {net.subnet} overlaps {other.subnet} of network {other.name}",
+                    field="spec.subnet",
                 )
 
     def network_list(self) -> list[NetworkSpec]:
