@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PROTO  := proto/netplumb/v1/agent.proto
 
-.PHONY: setup develop test unit netns multihost check lint proto proto-check demo demo-local bench clean
+.PHONY: setup develop test unit netns multihost check lint proto proto-check demo demo-cluster demo-local bench clean
 
 setup:                     ## install system packages and the virtualenv
 	deploy/setup-dev.sh
@@ -45,14 +45,17 @@ proto-check:               ## fail if the committed generated code is stale
 	done; rm -rf $$tmp
 
 lint:
-	$(PY) -m ruff check agent cli tests deploy/lab deploy/demo.py
-	$(PY) -m ruff format --check agent cli tests deploy/lab deploy/demo.py
+	$(PY) -m ruff check agent cli tests deploy/lab deploy/demo.py deploy/demo_cluster.py
+	$(PY) -m ruff format --check agent cli tests deploy/lab deploy/demo.py deploy/demo_cluster.py
 	$(PY) -m mypy agent cli deploy/lab/lab.py
 
 check: proto-check lint    ## generated code fresh, lint, types
 
 demo: develop              ## 3 hosts, an OVS overlay, ping matrix and iperf3 (KEEP=1 keeps the lab)
 	$(PY) deploy/demo.py $(if $(KEEP),--keep)
+
+demo-cluster: develop      ## 3 hosts in cluster mode (etcd): hosts join, containers ping by name
+	$(PY) deploy/demo_cluster.py $(if $(KEEP),--keep)
 
 demo-local: develop        ## one host: two namespaces on a Linux bridge, ping, clean up
 	deploy/demo-local.sh

@@ -118,8 +118,15 @@ def test_bridge_forms_on_containers_survive_a_restart(
         assert addresses("eth2", na) == {"198.18.81.5/24"}
         assert any(r["dst"] == "198.19.81.0/24" for r in routes(na))
         assert "lookup 81" in run("ip", "-n", na, "rule", "show").stdout
-        qdisc = run("ip", "netns", "exec", na, "tc", "qdisc", "show", "dev", "eth2").stdout
-        assert "pfifo" in qdisc and "limit 81" in qdisc
+
+        def qdisc() -> str:
+            return run("ip", "netns", "exec", na, "tc", "qdisc", "show", "dev", "eth2").stdout
+
+        # tc runs as a program once the interface is back: a moment later
+        while "limit 81" not in qdisc():
+            assert time.monotonic() < deadline, f"tc not re-applied: {qdisc()}"
+            time.sleep(0.1)
+        assert "pfifo" in qdisc()
         assert ping(na, "198.18.81.6")
     finally:
         containers.cleanup()
