@@ -246,7 +246,7 @@ class Cluster:
             )
         key = keys.ipam_key(net.name, ip)
         mine = self._owner_doc(eid, guest, mac)
-        if self.etcd.create(key, mine):
+        if self._claim(key, mine):
             return
         have = self.etcd.get(key)
         if have is not None and keys.endpoint_owner(have, self.host) == eid:
@@ -281,7 +281,7 @@ class Cluster:
         tries = 0
         for ip in keys.candidates(net, taken, eid):
             tries += 1
-            if self.etcd.create(keys.ipam_key(net.name, ip), mine):
+            if self._claim(keys.ipam_key(net.name, ip), mine):
                 log.info("cluster: %s allocated to endpoint %s (%d tries)", ip, eid, tries)
                 return ipaddress.ip_interface(f"{ip}/{net.subnet.prefixlen}")
         raise PreconditionFailed(
@@ -289,6 +289,20 @@ class Cluster:
             field="spec.addresses",
             hint="detach endpoints, or create a network with a larger subnet",
         )
+
+    def _claim(self, key: str, mine: dict[str, Any]) -> bool:
+        """create-if-absent, surviving one timed-out write: etcd may have
+        applied it, so look before trying again (a busy etcd under many
+        concurrent attaches answers slowly, it has not failed)."""
+        try:
+            return self.etcd.create(key, mine)
+        except DependencyUnavailable:
+            have = self.etcd.get(key)
+            if have == mine:
+                return True
+            if have is not None:
+                return False
+            return self.etcd.create(key, mine)
 
     def release(
         self, network: str, addresses: Iterable[IPAddress], eid: str, guest: str, mac: str
