@@ -307,3 +307,37 @@ def test_etcd_trouble_leaves_the_data_plane_alone(lab: Lab, network: str, guests
     )
     print(f"cluster: allocations worked again {back:.2f} s after etcd was back")
     assert ping(e, ip_b)
+
+
+def test_a_container_keeps_its_address_across_restart_and_releases_it_when_removed(
+    lab: Lab, network: str, guests: Guests
+) -> None:
+    from fixtures.docker import Containers, ensure_image
+
+    wait_until(lambda: all(network in bridges(lab, h.name) for h in lab.hosts), 5)
+    containers = Containers(ensure_image())
+    try:
+        name, _ = containers.run()
+        ep = np(lab, "h2", "attach", network, name)
+        ip = str(ep["addresses"][0]).split("/")[0]  # type: ignore[index]
+        client = guests.new("h1")
+        np(lab, "h1", "attach", network, f"netns:{client}")
+        wait_until(lambda: lookup(client, name, "198.19.96.1") == [ip], 5)
+        subprocess.run(["docker", "restart", "-t", "0", name], check=True, timeout=60)
+        wait_until(lambda: ping(client, ip, tries=1), 10)
+        again = np(lab, "h2", "ls")["endpoints"]
+        assert [str(e["addresses"][0]).split("/")[0] for e in again] == [ip]  # type: ignore[index,union-attr]
+        before = allocated(lab, network)
+        subprocess.run(["docker", "rm", "-f", name], check=True, timeout=60)
+        containers.names.remove(name)
+        wait_until(lambda: allocated(lab, network) == before - 1, 10)
+        wait_until(lambda: lookup(client, name, "198.19.96.1") == [], 5)
+    finally:
+        containers.cleanup()
+
+
+def allocated(lab: Lab, network: str) -> int:
+    for n in np(lab, "h1", "network", "ls")["networks"]:  # type: ignore[union-attr]
+        if n["spec"]["name"] == network:  # type: ignore[index]
+            return int(n.get("allocated", 0))  # type: ignore[union-attr]
+    raise AssertionError(network)
