@@ -32,7 +32,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.docker import Containers, ensure_image
 from fixtures.host import Namespaces, unique
 from fixtures.lab import Lab, LabError, agent_id, assert_gone, lab_up, ovsdb_rows, require_lab
 from netplumb.cli.client import NetplumbError
@@ -57,7 +57,6 @@ WORKERS = 3
 HUNG = 10.0  # seconds: no operation takes this long; a kill does not excuse it
 NETNS_GUESTS = 10
 CONTAINERS = 3
-IMAGE = "netplumb-test:busybox"
 
 # name: (kind, vni, third octet of its subnet); eth1 goes to the first two,
 # eth2 to the last two, so a guest never has two interfaces in one subnet.
@@ -526,31 +525,13 @@ def verify(lab: Lab, guests: list[str]) -> tuple[list[str], list[str], int]:
 
 
 def docker_image() -> str | None:
-    """The busybox test image (built as tests/docker does), or None without a
+    """The busybox test image (fixtures/docker.py), or None without a
     running dockerd."""
     if not shutil.which("docker") or not os.path.exists("/var/run/docker.sock"):
         return None
     if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode != 0:
         return None
-    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode == 0:
-        return IMAGE
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        return None
-    root = tempfile.mkdtemp(prefix="npimg")
-    try:
-        os.makedirs(f"{root}/bin")
-        shutil.copy(busybox, f"{root}/bin/busybox")
-        for applet in ("sh", "ip", "ping", "sleep"):
-            os.symlink("busybox", f"{root}/bin/{applet}")
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(
-            ["docker", "import", "-", IMAGE], stdin=tar.stdout, check=True, capture_output=True
-        )
-        tar.wait()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return IMAGE
+    return ensure_image()
 
 
 @pytest.fixture
@@ -566,25 +547,9 @@ def guests() -> Iterator[list[str]]:
                 pytest.fail("dockerd is not running (CI must run the chaos test with containers)")
             print("chaos: dockerd is not running: netns guests only")
         else:
+            containers = Containers(image)
             for _ in range(CONTAINERS):
-                name = unique("npch-")
-                subprocess.run(
-                    [
-                        "docker",
-                        "run",
-                        "-d",
-                        "--net",
-                        "none",
-                        "--name",
-                        name,
-                        image,
-                        "sleep",
-                        "100000",
-                    ],
-                    check=True,
-                    capture_output=True,
-                    timeout=60,
-                )
+                name, _ = containers.run(unique("npch-"))
                 names.append(name)
                 refs.append(f"docker:{name}")
         yield refs
