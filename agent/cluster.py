@@ -250,8 +250,10 @@ class Cluster:
             return
         have = self.etcd.get(key)
         if have is not None and keys.endpoint_owner(have, self.host) == eid:
+            if have != mine:
+                self.etcd.put(key, mine)  # ours from an earlier attach: its MAC may differ
             return
-        if have is None and self.etcd.create(key, mine):  # released in between
+        if have is None and self._claim(key, mine):  # released in between
             return
         where = (
             f"{have.get('guest', '?')} on host {have.get('host', '?')}"
@@ -272,6 +274,8 @@ class Cluster:
         for k, d in used.items():
             ip_text = k.rsplit("/", 1)[-1]
             if keys.endpoint_owner(d, self.host) == eid:  # ours already (a retried attach)
+                if d != self._owner_doc(eid, guest, mac):
+                    self.etcd.put(k, self._owner_doc(eid, guest, mac))
                 return ipaddress.ip_interface(f"{ip_text}/{net.subnet.prefixlen}")
             try:
                 taken.add(ipaddress.ip_address(ip_text))
@@ -364,13 +368,16 @@ class Cluster:
 
     # ---------------------------------------------------- garbage collection
 
-    def collect(self, endpoints: Mapping[str, Any]) -> list[str]:
+    def collect(self, alive: Callable[[], set[str]]) -> list[str]:
         """Release the addresses and names this host holds for endpoints that
         no longer exist (a crash between releasing and forgetting, a wiped
-        state). Returns what was released."""
+        state). ``alive()`` -- the endpoints recorded or being attached -- is
+        asked only after etcd was read: an attach that claims an address
+        meanwhile is then in it. Returns what was released."""
+        snapshots = [self.etcd.get_prefix(prefix)[0] for prefix in (keys.IPAM, keys.NAMES)]
+        endpoints = alive()
         out: list[str] = []
-        for prefix in (keys.IPAM, keys.NAMES):
-            snapshot, _ = self.etcd.get_prefix(prefix)
+        for snapshot in snapshots:
             for k, d in snapshot.items():
                 eid = keys.endpoint_owner(d, self.host)
                 if eid is not None and eid not in endpoints:

@@ -207,6 +207,10 @@ class Engine:
         self.cluster: Cluster | None = None  # cluster mode (set by the daemon)
         # Cluster: other hosts' endpoints by network, (ip, mac, vtep).
         self._remote: dict[str, tuple[tuple[str, str, str], ...]] = {}
+        # False until the first registry snapshot: a reconcile before it must
+        # not take the entries it cannot know about away.
+        self._remote_ready = False
+        self._remote_mu = threading.Lock()
         self.underlay_address = underlay_address
         self._peer_lock = threading.Lock()
         self._memo = threading.local()
@@ -596,7 +600,12 @@ class Engine:
         seen = self.netlink.observe_vxlan(overlay.vxlan_name(want.vni))
         ops = overlay.plan_linux_overlay(want, peers, local, mtu, seen, self.store.agent_id)
         record = self.store.bridges().get(want.name)
-        if self.cluster is not None and record is not None and record.network is not None:
+        if (
+            self.cluster is not None
+            and self._remote_ready
+            and record is not None
+            and record.network is not None
+        ):
             if any(isinstance(op, DeleteLink) for op in ops):
                 seen = None  # re-created: its entries go with it
             ops += overlay.plan_known_endpoints(
@@ -612,8 +621,15 @@ class Engine:
         """Cluster: the endpoints of each network on other hosts, (ip, mac,
         vtep); their MACs and addresses are programmed into this host's
         Linux overlay bridges (OVS bridges flood and learn as before)."""
-        changed = [n for n in set(table) | set(self._remote) if table.get(n) != self._remote.get(n)]
-        self._remote = dict(table)
+        with self._remote_mu:
+            first = not self._remote_ready
+            changed = [
+                n for n in set(table) | set(self._remote) if table.get(n) != self._remote.get(n)
+            ]
+            self._remote = dict(table)
+            self._remote_ready = True
+        if first:  # until now nothing was programmed (a restart must not wipe entries)
+            changed = [n for n, b in self.store.bridges().items() if b.network is not None]
         for name in sorted(changed):
             record = self.store.bridges().get(name)
             if record is None or record.network is None or record.spec.kind is not BridgeKind.LINUX:
@@ -922,8 +938,12 @@ class Engine:
                             lambda: self.store.put_endpoint(record), ops, handle
                         )
                 except BaseException:
-                    if claimed and net is not None and self.cluster is not None:
+                    if existing is None and want.dhcp is not None and self.dhcp is not None:
+                        self.dhcp.stop(eid)  # a kept client would hold the namespace
+                    if net is not None and self.cluster is not None:
                         self.cluster.release(net.name, claimed, eid, str(want.guest), record.mac)
+                        if record.name and existing is None:
+                            self.cluster.unpublish(net.name, record.name, eid)
                     raise
                 if net is not None:
                     self._publish(record, net)
@@ -1029,7 +1049,7 @@ class Engine:
     def add_route(self, guest: GuestRef, ifname: str, route: RouteSpec) -> EndpointView:
         with self._locks.guest(guest.key):
             record = self.find(guest, ifname)
-            if route.family == 6 and record.mtu < spec.IPV6_MIN_MTU:
+            if route.family == 6 and 0 < record.mtu < spec.IPV6_MIN_MTU:
                 raise InvalidSpec(
                     f"{guest} {record.ifname} has MTU {record.mtu}, below {spec.IPV6_MIN_MTU}: "
                     "it cannot carry IPv6 routes",
@@ -1110,6 +1130,11 @@ class Engine:
                 got = self.cluster.allocate(net, record.id, guest, record.mac)
                 claimed.append(got.ip)
                 allocated = (got,)
+            if want.name:
+                # A name given explicitly must be ours before anything is
+                # built: a taken one refuses the attach, changing nothing.
+                mine = [a for a in (*want.addresses, *allocated) if a.ip in net.subnet]
+                self.cluster.publish(net.name, want.name, mine, record.id, strict=True)
         except BaseException:
             self.cluster.release(net.name, claimed, record.id, guest, record.mac)
             raise
@@ -1122,7 +1147,10 @@ class Engine:
             and not self._guest_has_default(record, gw.version)
         ):
             gateways = (gw,)
-        return replace(record, allocated=allocated, net_gateways=gateways), tuple(claimed)
+        return (
+            replace(record, allocated=allocated, net_gateways=gateways, name=want.name),
+            tuple(claimed),
+        )
 
     def _guest_has_default(self, record: EndpointRecord, version: int) -> bool:
         """Whether another endpoint of the guest already gives it a default
@@ -1135,10 +1163,14 @@ class Engine:
         )
 
     def _publish(self, record: EndpointRecord, net: NetworkSpec) -> None:
-        """The endpoint's name (given, or the container's) in the registry."""
+        """A container's name in the registry, once it is attached (a name
+        given with --name was claimed before plumbing; a container whose name
+        is taken elsewhere is attached without it)."""
         name = record.spec.name or record.guest_name
         if self.cluster is None or not name or not spec.DNS_LABEL_RE.fullmatch(name):
             return
+        if record.spec.name and record.name == name:
+            return  # claimed already
         addrs = [a for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
         try:
             self.cluster.publish(net.name, name, addrs, record.id, strict=bool(record.spec.name))
@@ -1236,6 +1268,9 @@ class Engine:
             if existing != record:
                 self._store_or_rollback(lambda: self.store.put_bridge(record), ops, None)
                 log.info("cluster: network %s built here as bridge %s", net.name, want.name)
+                if want.kind is BridgeKind.LINUX and self._remote_ready:
+                    # recorded now: the known endpoints can be programmed
+                    self._apply(self._plan_overlay(want), None, rollback=False, what=want.name)
             return self._bridge_view(record)
 
     def _need_cluster(self) -> Cluster:
@@ -1501,8 +1536,14 @@ class Engine:
             else:
                 drift.append(replace(d, repair=_strs(ops)))
         if repair and self.cluster is not None and self.cluster.up:
+
+            def alive() -> set[str]:
+                with self._inflight_mu:
+                    working = set(self._inflight)
+                return working | set(self.store.endpoints())
+
             try:
-                for key in self.cluster.collect({e: None for e in known | busy}):
+                for key in self.cluster.collect(alive):
                     collected.append(Drift("orphan", key, "held in etcd for no endpoint"))
             except NetplumbError as e:
                 failed.append(Drift("orphan", "etcd", f"collecting leftovers failed: {e}"))

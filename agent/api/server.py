@@ -40,9 +40,10 @@ class _Undecodable:
 
 class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
     """Bytes that are not a valid protobuf message of the method's request
-    type get INVALID_ARGUMENT, for every service (Agent, health,
-    reflection): grpcio's own answer would be INTERNAL, with a traceback in
-    the log, for what is the caller's mistake."""
+    type get INVALID_ARGUMENT, for every unary method (all of the Agent
+    service, health's Check): grpcio's own answer would be INTERNAL, with a
+    traceback in the log, for what is the caller's mistake. Streaming
+    methods (health's Watch, reflection) are left as grpcio serves them."""
 
     def intercept_service(
         self,

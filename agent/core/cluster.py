@@ -7,7 +7,7 @@ Keys, under the configured prefix (default ``/netplumb``):
     hosts/<host>                 {"name", "underlay", "version", "agent_id", "capabilities"}
                                  under a lease the host keeps alive
     networks/<network>           {"name", "subnet", "vni", "kind", "tunnel", "gateway", "dns"}
-    ipam/<network>/<address>     {"host", "endpoint", "guest"}: one key per allocated address,
+    ipam/<network>/<address>     {"host", "endpoint", "guest", "mac"}: one key per allocated address,
                                  created atomically (create-if-absent), so two hosts never
                                  get the same address
     names/<network>/<name>       {"host", "endpoint", "addresses"}: the endpoint registry

@@ -463,18 +463,42 @@ def parent_interface(value: str, field: str) -> str:
     return ifname(value, field)
 
 
+# DHCP client options that name a program to run or a file to read or write
+# (the client runs as root on the host's filesystem): refused, whatever the
+# client -- netplumb sets its own script, pid and lease files.
+_UDHCPC = {"-s", "--script", "-p", "--pidfile"}
+_DHCLIENT = {"-sf", "-cf", "-pf", "-lf", "-df"}
+_DHCPCD = {"-c", "--script", "-f", "--config", "-j", "--logfile", "-e", "--env"}
+DHCP_FORBIDDEN_OPTIONS = {
+    "udhcpc": frozenset(_UDHCPC),
+    "dhclient": frozenset(_DHCLIENT),
+    "dhcpcd": frozenset(_DHCPCD),
+    "dhcp": frozenset(_UDHCPC | _DHCLIENT | _DHCPCD),  # whichever client it turns out to be
+}
+
+
 def dhcp_spec(
     client: str, options: Sequence[str], keep: bool, field: str = "spec.dhcp"
 ) -> DhcpSpec:
     """A DHCP request with its client already chosen (``dhcp`` resolved by
-    the agent to an installed client)."""
+    the agent to an installed client). Options that name a script or a file
+    (or any word with a ``/``) are refused: the client runs as root."""
     if client not in DHCP_CLIENTS:
         raise InvalidSpec(
             f"{field}.client {_show(client)} is not a DHCP client netplumb runs",
             field=f"{field}.client",
             hint="use udhcpc, dhclient, dhcpcd, or dhcp (any installed one)",
         )
-    return DhcpSpec(client=client, options=command_args(options, f"{field}.options"), keep=keep)
+    opts = command_args(options, f"{field}.options")
+    for i, o in enumerate(opts):
+        if o.split("=", 1)[0] in DHCP_FORBIDDEN_OPTIONS[client] or "/" in o:
+            raise InvalidSpec(
+                f"{field}.options[{i}] {_show(o)}: options that name a script or a file are "
+                "not passed to the DHCP client (it runs as root; netplumb sets its own)",
+                field=f"{field}.options[{i}]",
+                hint="give lease options only, e.g. -O staticroutes or -x hostname:web",
+            )
+    return DhcpSpec(client=client, options=opts, keep=keep)
 
 
 def command_args(args: Sequence[str], field: str) -> tuple[str, ...]:
@@ -567,6 +591,10 @@ def _number(value: str, field: str, top: int) -> int:
 
 
 TC_OBJECTS = ("qdisc", "class", "filter")
+# tc words followed by a host path (eBPF objects, bytecode files, pinned maps).
+TC_FORBIDDEN_WORDS = frozenset(
+    {"obj", "object-file", "bytecode-file", "export", "pinned", "object-pinned", "map"}
+)
 
 
 def tc_command(args: Sequence[str], field: str = "args") -> tuple[str, str, tuple[str, ...]]:
@@ -588,6 +616,13 @@ def tc_command(args: Sequence[str], field: str = "args") -> tuple[str, str, tupl
         )
     if words[2] != "dev":
         raise InvalidSpec(f"{field}: 'dev IF' must follow the verb", field=field)
+    for w in words:
+        if w in TC_FORBIDDEN_WORDS:
+            raise InvalidSpec(
+                f"{field}: {_show(w)} names a file tc would read or write as root: not run",
+                field=field,
+                hint="bpf filters and actions from files are not supported through netplumb",
+            )
     return ("del" if verb in ("del", "delete") else "add"), ifname(words[3], f"{field}: dev"), words
 
 

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.model import DhcpSpec
@@ -106,6 +106,7 @@ class _Client:
     keep: bool
     proc: subprocess.Popen[bytes] | None = None  # None when adopted
     stopping: bool = False
+    started: float = field(default_factory=time.monotonic)
 
 
 class DhcpDriver:
@@ -156,7 +157,7 @@ class DhcpDriver:
         """(Re)start the client of ``eid`` in ``guest`` and wait until
         ``has_lease`` says the interface has its address. Raises
         DependencyUnavailable (and leaves no client) when no lease comes."""
-        self.stop(eid)
+        self.stop(eid, forget_failures=False)  # a restart keeps the backoff growing
         client, program = self.resolve(spec.client)
         work = self.dir / eid
         work.mkdir(mode=0o700, exist_ok=True)
@@ -189,8 +190,8 @@ class DhcpDriver:
                 break
             exited = proc.poll()
             if (exited is not None and exited != 0) or time.monotonic() >= deadline:
+                tail = _tail(work / "client.log")  # before stop() removes the directory
                 self.stop(eid)
-                tail = _tail(work / "client.log")
                 raise DependencyUnavailable(
                     f"no DHCP lease for {ifname} within {timeout:g} s from {client}"
                     + (f" (it exited with status {exited})" if exited else "")
@@ -216,11 +217,12 @@ class DhcpDriver:
             c = self._clients.get(eid)
         return c is not None and _alive(c)
 
-    def stop(self, eid: str) -> None:
+    def stop(self, eid: str, forget_failures: bool = True) -> None:
         """Stop the client of ``eid`` (if any) and forget it."""
         with self._mu:
             c = self._clients.pop(eid, None)
-            self._failures.pop(eid, None)
+            if forget_failures:
+                self._failures.pop(eid, None)
         if c is not None:
             c.stopping = True
             _terminate(c)
@@ -283,7 +285,9 @@ class DhcpDriver:
                     if self._clients.get(c.eid) is not c:
                         continue
                     del self._clients[c.eid]
-                    n = self._failures.get(c.eid, 0) + 1
+                    # a client that ran a while before dying starts the count again
+                    ran = time.monotonic() - c.started
+                    n = 1 if ran > 60 else self._failures.get(c.eid, 0) + 1
                     self._failures[c.eid] = n
                 self._forget(c.eid)
                 delay = min(30.0, 2.0 ** (n - 1))

@@ -1012,6 +1012,16 @@ def translate(op: Op, e: NetlinkError) -> NetplumbError:
             type(op)
         ]
         return KernelFeatureMissing(feature, f"{op}: the kernel lacks {feature} interfaces")
+    if code in (errno.EINVAL, errno.ERANGE) and isinstance(
+        op, CreateMacvlan | CreateVlanLink | MoveToGuest | CreateDummy
+    ):
+        return InvalidSpec(
+            f"{op}: the kernel refused it ({errno.errorcode.get(code, code)}): the host "
+            "interface cannot carry it (not Ethernet, an MTU above its own, a name over 15 "
+            "bytes, or a device that cannot change namespace)",
+            field="spec.parent",
+            hint="check the host interface and --mtu",
+        )
     if code == errno.EBUSY and isinstance(op, CreateMacvlan | MoveToGuest):
         return Conflict(
             f"{op}: the host interface is busy (a bridge port, or enslaved)",

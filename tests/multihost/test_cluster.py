@@ -258,6 +258,14 @@ def test_names_resolve_across_hosts_and_stop_after_detach(
     assert lookup(client, f"web.{network}", "198.19.96.1") == [ip]
     assert lookup(client, "nobody", "198.19.96.1") == []
     assert ping(client, ip)
+    # the name is taken: another attach under it is refused before anything is built
+    other = guests.new("h2")
+    before = allocated(lab, network)
+    res = lab.netplumb("h2", "attach", network, f"netns:{other}", "--name", "web")
+    assert res.returncode == 4 and "already taken" in res.stderr, res.stderr
+    assert lab.exec("h2", ["ip", "-n", other, "link", "show", "eth1"], check=False).returncode != 0
+    assert allocated(lab, network) == before
+    assert lookup(client, "web", "198.19.96.1") == [ip]
     np(lab, "h3", "detach", f"netns:{web}")
     gone = wait_until(lambda: lookup(client, "web", "198.19.96.1") == [], 5)
     print(f"cluster: a detached name stopped resolving after {gone:.2f} s")

@@ -241,3 +241,43 @@ def test_hook_reads_both_clients_environments() -> None:
 def test_pipework_dhcp_forms(form: tuple[str, str], want: tuple[str, list[str], bool]) -> None:
     req = Attach(hostif="br0", guest="c1", dhcp=form[0], dhcp_options=form[1])
     assert _dhcp(req) == want
+
+
+@pytest.mark.parametrize(
+    ("client", "options"),
+    [
+        ("udhcpc", ["-s", "/home/alice/x.sh"]),
+        ("udhcpc", ["--script=/tmp/x"]),
+        ("dhclient", ["-sf", "x"]),
+        ("dhclient", ["-lf", "/etc/cron.d/x"]),
+        ("dhcpcd", ["-c", "hook"]),
+        ("dhcp", ["-pf", "x"]),
+        ("udhcpc", ["-O", "../../etc/passwd"]),
+    ],
+)
+def test_dhcp_options_naming_scripts_or_files_are_refused(client: str, options: list[str]) -> None:
+    """The client runs as root on the host's filesystem: a caller must not
+    choose its script or the files it writes."""
+    with pytest.raises(InvalidSpec):
+        spec.dhcp_spec(client, options, keep=False)
+
+
+def test_harmless_dhcp_options_and_tc_words() -> None:
+    assert spec.dhcp_spec("udhcpc", ["-O", "staticroutes", "-c", "id1"], False).options
+    with pytest.raises(InvalidSpec):
+        spec.tc_command(["filter", "add", "dev", "eth1", "parent", "1:", "bpf", "obj", "/x"])
+    spec.tc_command(
+        [
+            "filter",
+            "add",
+            "dev",
+            "eth1",
+            "protocol",
+            "ip",
+            "u32",
+            "match",
+            "ip",
+            "dst",
+            "198.18.0.0/24",
+        ]
+    )
