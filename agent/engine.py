@@ -1676,8 +1676,9 @@ class Engine:
             seen.guest is None or not seen.guest.alias
         ):
             want = plan.desired_endpoint(record, self.store.agent_id)
-            mac = record.parent_mac if kind is LinkKind.PHYS and not want.vlan_base else ""
-            parent = self.netlink.observe_host_link(want.parent, mac)
+            phys = kind is LinkKind.PHYS
+            mac = record.parent_mac if phys and not want.vlan_base else ""
+            parent = self.netlink.observe_host_link(want.parent, mac, want.alias if phys else "")
             base = None
             if parent is None and want.vlan_base:
                 base = self.netlink.observe_host_link(want.vlan_base, record.parent_mac)

@@ -125,6 +125,20 @@ class EnableIpv6:
 
 
 @dataclass(frozen=True, slots=True)
+class RestoreHostLink:
+    """A moved-in interface that a dead namespace handed back to the host
+    (under the guest's name, with the guest's MAC and netplumb's tag): its
+    own name and MAC again, untagged, down."""
+
+    name: str
+    original: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"give host interface {self.name} back its name {self.original}"
+
+
+@dataclass(frozen=True, slots=True)
 class AddRule:
     """A policy routing rule in the guest namespace."""
 
@@ -443,6 +457,7 @@ Op = (
     | CreateVlanLink
     | MoveToGuest
     | MoveToHost
+    | RestoreHostLink
     | EnableIpv6
     | AddRule
     | DelRule

@@ -47,6 +47,7 @@ from .ops import (
     MoveToGuest,
     MoveToHost,
     Op,
+    RestoreHostLink,
     SetBridgeVlanFiltering,
     SetMac,
     SetMaster,
@@ -380,6 +381,10 @@ def plan_detach(record: EndpointRecord, seen: ObservedEndpoint, agent_id: str) -
     if record.spec.kind is LinkKind.PHYS:
         if ours:
             ops.append(MoveToHost(record.ifname, _phys_name(record), record.parent_mac))
+        elif seen.parent is not None and seen.parent.alias == alias:
+            # the guest died: the kernel gave the interface back under the
+            # guest's name and MAC, still tagged
+            ops.append(RestoreHostLink(seen.parent.name, _phys_name(record), record.parent_mac))
         return tuple(ops)
     if seen.host is not None and seen.host.alias == alias:
         ops.append(DeleteLink(Where.HOST, record.host_ifname))

@@ -56,6 +56,7 @@ from ..core.ops import (
     MoveToGuest,
     MoveToHost,
     Op,
+    RestoreHostLink,
     SetBridgeVlanFiltering,
     SetMac,
     SetMaster,
@@ -391,17 +392,24 @@ class NetlinkDriver:
         except NetlinkError as e:
             raise InternalError(f"netlink error while observing {host_ifname}: {e}") from e
 
-    def observe_host_link(self, name: str, mac: str = "") -> ObservedLink | None:
-        """A host-namespace link by name; failing that, with ``mac``, the
-        link whose address is ``mac`` (a moved-in NIC that a dead namespace
-        handed back under another name)."""
+    def observe_host_link(self, name: str, mac: str = "", alias: str = "") -> ObservedLink | None:
+        """A host-namespace link by name; failing that, the link tagged
+        ``alias``, or the one whose address is ``mac`` (a moved-in NIC that a
+        dead namespace handed back under another name)."""
         try:
             with self._session(None) as s:
                 found = _observe_link(s, Where.HOST, name, "", False) if name else None
-                if found is None and mac:
+                other = ""
+                if found is None and alias:
+                    other = next(
+                        (str(m.get_attr("IFLA_IFNAME")) for m in s.host.get_links()
+                         if m.get_attr("IFLA_IFALIAS") == alias),
+                        "",
+                    )  # fmt: skip
+                if found is None and not other and mac:
                     other = self.link_name_by_mac(mac)
-                    if other:
-                        found = _observe_link(s, Where.HOST, other, "", False)
+                if found is None and other:
+                    found = _observe_link(s, Where.HOST, other, "", False)
                 return found
         except NetlinkError as e:
             raise InternalError(f"netlink error while observing {name}: {e}") from e
@@ -682,6 +690,15 @@ class NetlinkDriver:
                 write_sysctl_in(s.guest_ns, path, "0")
             except FileNotFoundError:
                 pass  # the kernel has no IPv6 at all: adding the address will say so
+        elif isinstance(op, RestoreHostLink):
+            index = s.index(Where.HOST, op.name)
+            s.host.link("set", index=index, state="down")
+            s.host.link("set", index=index, ifalias="")
+            if op.mac:
+                s.host.link("set", index=index, address=op.mac)
+            if op.original != op.name:
+                s.host.link("set", index=index, ifname=op.original)
+            s.forget(Where.HOST, op.name)
         elif isinstance(op, AddRule | DelRule):
             self._rule(s, op)
         elif isinstance(op, DeleteLink):

@@ -281,3 +281,20 @@ def test_harmless_dhcp_options_and_tc_words() -> None:
             "198.18.0.0/24",
         ]
     )
+
+
+def test_a_phys_interface_handed_back_by_a_dead_guest_gets_its_name_and_mac_back() -> None:
+    """A physical NIC (unlike a veth) survives its namespace: the kernel
+    returns it to the host under the guest's name, with the guest's MAC and
+    netplumb's tag. Detach (and the removal of a container) restores it."""
+    from netplumb.agent.core.ops import RestoreHostLink
+
+    r = record("phys", mac="02:00:00:00:00:42", mtu=0, parent_mac="52:54:00:00:00:09")
+    alias = naming.endpoint_alias(r.id, AGENT)
+    back = ObservedLink(name="eth1", index=7, kind="ixgbevf", alias=alias, mac=r.mac)
+    assert plan_detach(r, ObservedEndpoint(None, None, parent=back), AGENT) == (
+        RestoreHostLink("eth1", "eth9", "52:54:00:00:00:09"),
+    )
+    # someone else's interface of that name is left alone
+    foreign = ObservedLink(name="eth1", index=7, kind="ixgbevf", alias="")
+    assert plan_detach(r, ObservedEndpoint(None, None, parent=foreign), AGENT) == ()
