@@ -171,19 +171,38 @@ class Cluster:
         """Define a network (idempotent for the same spec). Returns it and
         whether it was created now."""
         doc = keys.network_to_doc(net)
-        if self.etcd.create(keys.network_key(net.name), doc):
-            with self._mu:
-                self._networks[net.name] = net
-            log.info("cluster: network %s defined (%s, vni %d)", net.name, net.subnet, net.vni)
-            return net, True
         have = self.etcd.get(keys.network_key(net.name))
         if have == doc:
             return net, False
-        raise Conflict(
-            f"network {net.name} exists with another definition",
-            field="spec",
-            hint=f"delete it first: netplumb network del {net.name}",
-        )
+        if have is not None:
+            raise Conflict(
+                f"network {net.name} exists with another definition",
+                field="spec",
+                hint=f"delete it first: netplumb network del {net.name}",
+            )
+        # The VNI is claimed atomically first: two hosts creating networks at
+        # once cannot both get it. (The subnet check is a read, not a claim.)
+        vni = {"network": net.name}
+        vni_key = keys.vni_key(net.vni)
+        if not self._claim(vni_key, vni):
+            holder = (self.etcd.get(vni_key) or {}).get("network", "?")
+            if holder != net.name:
+                raise Conflict(
+                    f"VNI {net.vni} is already carried by network {holder}", field="spec.vni"
+                )
+        try:
+            self.check_vni(net)
+            if not self.etcd.create(keys.network_key(net.name), doc):
+                if self.etcd.get(keys.network_key(net.name)) == doc:
+                    return net, False
+                raise Conflict(f"network {net.name} was just defined differently", field="spec")
+        except BaseException:
+            self.etcd.delete_if(vni_key, vni)
+            raise
+        with self._mu:
+            self._networks[net.name] = net
+        log.info("cluster: network %s defined (%s, vni %d)", net.name, net.subnet, net.vni)
+        return net, True
 
     def check_vni(self, net: NetworkSpec) -> None:
         """Refuse a network that would share a VNI or overlap the subnet of
@@ -222,7 +241,10 @@ class Cluster:
                 field="name",
                 hint="detach its endpoints first",
             )
+        have = self.etcd.get(keys.network_key(name))
         existed = self.etcd.delete(keys.network_key(name))
+        if have is not None and "vni" in have:
+            self.etcd.delete_if(keys.vni_key(int(have["vni"])), {"network": name})
         with self._mu:
             self._networks.pop(name, None)
         return existed

@@ -1285,7 +1285,6 @@ class Engine:
         """Define a network cluster-wide and build it here at once (every
         other host builds it when its watch sees it)."""
         c = self._need_cluster()
-        c.check_vni(net)
         net, _ = c.create_network(net)
         try:
             self.ensure_network(net)
@@ -1295,6 +1294,13 @@ class Engine:
 
     def delete_network(self, name: str) -> bool:
         c = self._need_cluster()
+        users = [e for e in self.store.endpoints().values() if e.spec.bridge == name]
+        if users:  # before etcd is touched: nothing half-deleted
+            raise PreconditionFailed(
+                f"network {name} still has {len(users)} endpoint(s) on this host",
+                field="name",
+                hint="detach them first ('netplumb ls' lists them)",
+            )
         existed = c.delete_network(name)
         record = self.store.bridges().get(name)
         if record is not None and record.network is not None:

@@ -12,6 +12,7 @@ Keys, under the configured prefix (default ``/netplumb``):
                                  get the same address
     names/<network>/<name>       {"host", "endpoint", "addresses"}: the endpoint registry
                                  that DNS answers from
+    vnis/<vni>                   {"network"}: which network holds a VNI (claimed atomically)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ HOSTS = "hosts/"
 NETWORKS = "networks/"
 IPAM = "ipam/"
 NAMES = "names/"
+VNIS = "vnis/"
 
 SOURCE_CLUSTER = "cluster"
 
@@ -43,6 +45,12 @@ def host_key(host: str) -> str:
 
 def network_key(name: str) -> str:
     return f"{NETWORKS}{name}"
+
+
+def vni_key(vni: int) -> str:
+    """Held by the network that carries ``vni``: claimed atomically, so two
+    networks created at once on two hosts cannot share it."""
+    return f"{VNIS}{vni}"
 
 
 def ipam_key(network: str, address: IPAddress) -> str:

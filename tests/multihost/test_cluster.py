@@ -349,3 +349,36 @@ def allocated(lab: Lab, network: str) -> int:
         if n["spec"]["name"] == network:  # type: ignore[index]
             return int(n.get("allocated", 0))  # type: ignore[union-attr]
     raise AssertionError(network)
+
+
+def test_two_hosts_creating_networks_with_one_vni_at_once_get_one_network(lab: Lab) -> None:
+    """The VNI is claimed atomically in etcd: of two networks created at the
+    same moment on two hosts with the same VNI, exactly one is made."""
+    names = [unique("v")[:8] for _ in range(2)]
+    results: dict[str, int] = {}
+
+    def create(host: str, name: str, third: str) -> None:
+        res = lab.netplumb(
+            host, "network", "create", name, "--subnet", f"198.19.{third}.0/24", "--vni", "4300"
+        )
+        results[name] = res.returncode
+
+    threads = [
+        threading.Thread(target=create, args=("h1", names[0], "120")),
+        threading.Thread(target=create, args=("h2", names[1], "121")),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results.values()) == [0, 4], results
+        listed = [n["spec"]["name"] for n in np(lab, "h3", "network", "ls")["networks"]]  # type: ignore[index,union-attr]
+        assert sum(name in listed for name in names) == 1
+    finally:
+        for name in names:
+            lab.netplumb("h1", "network", "del", name)
+    # the VNI is free again
+    again = unique("v")[:8]
+    np(lab, "h1", "network", "create", again, "--subnet", "198.19.122.0/24", "--vni", "4300")
+    np(lab, "h1", "network", "del", again)
