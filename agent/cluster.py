@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from .core import cluster as keys
 from .core.model import IPAddress, IPInterface, NetworkSpec
-from .errors import Conflict, DependencyUnavailable, NotFound, PreconditionFailed
+from .errors import Conflict, DependencyUnavailable, PreconditionFailed
 
 log = logging.getLogger("netplumb.cluster")
 
@@ -156,10 +156,6 @@ class Cluster:
         with self._mu:
             ipam, hosts = dict(self._ipam), dict(self._hosts)
         return keys.remote_endpoints(ipam, hosts, self.host)
-
-    def hosts(self) -> dict[str, dict[str, Any]]:
-        with self._mu:
-            return dict(self._hosts)
 
     # ----------------------------------------------------------- networks
 
@@ -408,17 +404,3 @@ class Cluster:
         if out:
             log.info("cluster: released %d leftover key(s): %s", len(out), ", ".join(out))
         return out
-
-    def need_up(self, what: str) -> None:
-        if not self.etcd.up:
-            raise DependencyUnavailable(
-                f"{what} needs etcd, which is not reachable ({self.etcd.detail})",
-                hint="everything already built keeps working; retry when etcd is back",
-            )
-
-
-def find_network(networks: Mapping[str, NetworkSpec], name: str) -> NetworkSpec:
-    net = networks.get(name)
-    if net is None:
-        raise NotFound(f"no network {name}", field="name", hint="'netplumb network ls' lists them")
-    return net

@@ -922,7 +922,7 @@ class Engine:
                         )
                     ops = self._plumb(record, handle, fresh=existing is None)
                     try:
-                        self._dhcp_after(record, handle, ops)
+                        self._after_plumb(record, handle, ops)
                     except NetplumbError:
                         if existing is None:
                             self._undo(ops, handle, f"endpoint {eid}")
@@ -1171,7 +1171,7 @@ class Engine:
             return
         if record.spec.name and record.name == name:
             return  # claimed already
-        addrs = [a for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
+        addrs = _network_addresses(record, net)
         try:
             self.cluster.publish(net.name, name, addrs, record.id, strict=bool(record.spec.name))
         except DependencyUnavailable as e:
@@ -1187,7 +1187,7 @@ class Engine:
         net = bridge.network if bridge is not None else None
         if net is None or self.cluster is None:
             return
-        addrs = [a.ip for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
+        addrs = [a.ip for a in _network_addresses(record, net)]
         self.cluster.release(net.name, addrs, record.id, str(record.guest), record.mac)
         if record.name:
             self.cluster.unpublish(net.name, record.name, record.id)
@@ -1417,7 +1417,7 @@ class Engine:
         except NotFound:
             return self.find(guest, "", any_ok=True)
 
-    def _dhcp_after(
+    def _after_plumb(
         self, record: EndpointRecord, handle: NetnsHandle, ops: tuple[Op, ...] | list[Op]
     ) -> None:
         """After an endpoint was plumbed: re-run its tc commands if its guest
@@ -1626,7 +1626,7 @@ class Engine:
                     if record.netns_id != handle.ident:
                         self.store.put_endpoint(replace(record, netns_id=handle.ident))
                     log.info("endpoint %s repaired: %s", record.id, "; ".join(_strs(ops)))
-                self._dhcp_after(record, handle, ops)
+                self._after_plumb(record, handle, ops)
             return d
 
     # ------------------------------------------------------------ helpers
@@ -1862,6 +1862,12 @@ def _describe(record: EndpointRecord, seen: ObservedEndpoint) -> str:
     if seen.guest is None:
         return f"{record.guest} {record.ifname}: interface missing in the guest"
     return f"{record.guest} {record.ifname}: differs from its spec"
+
+
+def _network_addresses(record: EndpointRecord, net: NetworkSpec) -> list[IPInterface]:
+    """The endpoint's addresses in the cluster network's subnet (given or
+    allocated): what it holds in etcd and publishes under its name."""
+    return [a for a in (*record.spec.addresses, *record.allocated) if a.ip in net.subnet]
 
 
 def _has_ipv6(want: EndpointSpec) -> bool:

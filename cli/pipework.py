@@ -346,9 +346,10 @@ def _run(client: object, req: Attach | Sub) -> str:
     c: object = client
     if isinstance(req, Sub):
         return _sub(c, req)
-    kind, parent, bridge = _host_mode(c, req)
+    known = {b.spec.name for b in c.list_bridges()}  # type: ignore[attr-defined]
+    kind, parent, bridge = _host_mode(req, known)
     made = False
-    if kind == "veth" and bridge not in {b.spec.name for b in c.list_bridges()}:  # type: ignore[attr-defined]
+    if kind == "veth" and bridge not in known:
         # A bridge netplumb already knows is used as it is (it may carry
         # addresses, an MTU or a VNI that an empty request would contradict).
         made = c.create_bridge(bridge, _host_kind(bridge)).owned  # type: ignore[attr-defined]
@@ -392,7 +393,7 @@ def _attach(
     )
 
 
-def _host_mode(c: object, req: Attach, sysfs: str = "/sys/class/net") -> tuple[str, str, str]:
+def _host_mode(req: Attach, known: set[str], sysfs: str = "/sys/class/net") -> tuple[str, str, str]:
     """(endpoint kind, parent, bridge) for pipework's host interface, decided
     as pipework did: a bridge (Linux, OVS, or a missing br*/ovs* name) gets a
     veth; a missing dummy* name a dummy; mac:MAC and any other existing
@@ -407,7 +408,7 @@ def _host_mode(c: object, req: Attach, sysfs: str = "/sys/class/net") -> tuple[s
         return "veth", "", hostif  # br*/ovs* are created; others: _host_kind says why not
     if os.path.isdir(f"{sysfs}/{hostif}/bridge"):
         return "veth", "", hostif
-    if hostif in {b.spec.name for b in c.list_bridges()} or _is_ovs_bridge(hostif, sysfs):  # type: ignore[attr-defined]
+    if hostif in known or _is_ovs_bridge(hostif, sysfs):
         return "veth", "", hostif
     if _read(f"{sysfs}/{hostif}/type") == "32":
         raise _unimplemented(

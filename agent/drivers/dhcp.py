@@ -35,7 +35,8 @@ from pathlib import Path
 
 from ..core.model import DhcpSpec
 from ..errors import DependencyUnavailable, PreconditionFailed
-from .netns import NetnsHandle
+from . import netns
+from .netns import NetnsHandle, in_guest
 
 log = logging.getLogger("netplumb.dhcp")
 
@@ -88,7 +89,7 @@ def client_argv(
 def find_program(client: str) -> list[str] | None:
     """How to run ``client`` here, or None when it is not installed;
     udhcpc may be busybox's applet."""
-    path = shutil.which(client, path=os.environ.get("PATH", "") + ":/sbin:/usr/sbin")
+    path = netns.find_program(client)
     if path:
         return [path]
     if client == "udhcpc":
@@ -164,14 +165,14 @@ class DhcpDriver:
         argv = client_argv(
             client, program, ifname, hostname, self.hook, str(work), spec.options, spec.keep
         )
-        launcher = [sys.executable, "-m", "netplumb.agent.nsexec", str(guest.fd)]
+        binds = []
         if client == "dhcpcd":
             run = work / "run"
             run.mkdir(mode=0o700, exist_ok=True)
-            launcher += ["--bind", f"{run}:/run/dhcpcd"]
+            binds.append(f"{run}:/run/dhcpcd")
         with open(work / "client.log", "ab") as out:
             proc = subprocess.Popen(
-                [*launcher, "--", *argv],
+                in_guest(guest, argv, binds),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -509,9 +509,6 @@ class NetlinkDriver:
         except OSError:
             return None
 
-    def link_exists(self, name: str) -> bool:
-        return self.link_index(name) != 0
-
     def link_index(self, name: str) -> int:
         """The host link's ifindex, 0 when there is none."""
         with self._session(None) as s:

@@ -16,8 +16,11 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
 import socket
 import stat
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InternalError, InvalidSpec, NotFound
@@ -121,6 +124,22 @@ def socket_in(handle: NetnsHandle | None, family: int, type_: int, proto: int) -
         return socket.socket(family, type_, proto)
     finally:
         _return_home()
+
+
+def in_guest(guest: NetnsHandle, program: Sequence[str], binds: Sequence[str] = ()) -> list[str]:
+    """The argument list that runs ``program`` inside ``guest`` through
+    ``netplumb.agent.nsexec`` (which joins the namespace by the inherited fd:
+    pass ``guest.fd`` to the child). ``binds``: SRC:DST bind mounts in a
+    private mount namespace."""
+    argv = [sys.executable, "-m", "netplumb.agent.nsexec", str(guest.fd)]
+    for b in binds:
+        argv += ["--bind", b]
+    return [*argv, "--", *program]
+
+
+def find_program(name: str) -> str | None:
+    """``name`` on PATH or in the sbin directories (a daemon's PATH may lack them)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin")
 
 
 def write_sysctl_in(handle: NetnsHandle | None, path: str, value: str) -> None:

@@ -70,7 +70,6 @@ class OvsDriver:
         self.on_connect: list[Any] = []  # callbacks run after each (re)connection
         self._vswitchd_seen = False  # its pidfile named a live process once
         self._vswitchd_was_up = True
-        self._vswitchd_seen_down = False
 
     # -- connection
 
@@ -120,24 +119,24 @@ class OvsDriver:
             alive = False
         if alive:
             self._vswitchd_seen = True
-        return alive if self._vswitchd_seen else (True if alive else None)
+        return True if alive else (False if self._vswitchd_seen else None)
 
     def _watch_vswitchd(self) -> None:
         up = self.vswitchd_up()
         if up is False and self._vswitchd_was_up:
             log.warning("ovs-vswitchd is not running: OVS bridges forward nothing until it is back")
             self._vswitchd_was_up = False
-        elif up and not self._vswitchd_was_up:
+        elif up and not self._vswitchd_was_up:  # it was seen down: back now
             self._vswitchd_was_up = True
-            if self._vswitchd_seen_down:
-                log.info("ovs-vswitchd is running again")
-                for cb in list(self.on_connect):
-                    try:
-                        cb()
-                    except Exception:
-                        log.exception("OVS reconnect handler failed")
-        if up is False:
-            self._vswitchd_seen_down = True
+            log.info("ovs-vswitchd is running again")
+            self._connected_again()
+
+    def _connected_again(self) -> None:
+        for cb in list(self.on_connect):
+            try:
+                cb()
+            except Exception:
+                log.exception("OVS reconnect handler failed")
 
     def _keep_connected(self) -> None:
         delay = 0.2
@@ -156,11 +155,7 @@ class OvsDriver:
             try:
                 self._connect()
                 log.info("connected to OVSDB at %s", self.endpoint)
-                for cb in list(self.on_connect):
-                    try:
-                        cb()
-                    except Exception:
-                        log.exception("OVS reconnect handler failed")
+                self._connected_again()
             except Exception as e:
                 self._last_error = f"cannot reach OVSDB at {self.endpoint}: {e}"
                 self._stop.wait(delay)

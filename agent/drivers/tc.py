@@ -4,12 +4,10 @@ through ``netplumb.agent.nsexec`` (never a shell)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 
 from ..errors import DependencyUnavailable, InvalidSpec
-from .netns import NetnsHandle
+from .netns import NetnsHandle, find_program, in_guest
 
 TIMEOUT = 10.0
 
@@ -17,12 +15,12 @@ TIMEOUT = 10.0
 def run_tc(guest: NetnsHandle, words: tuple[str, ...]) -> None:
     """``tc WORDS...`` in ``guest``; InvalidSpec with tc's own message when
     tc refuses them."""
-    tc = shutil.which("tc", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    tc = find_program("tc")
     if tc is None:
         raise DependencyUnavailable(
             "tc is not installed on this host", field="args", hint="install iproute2"
         )
-    argv = [sys.executable, "-m", "netplumb.agent.nsexec", str(guest.fd), "--", tc, *words]
+    argv = in_guest(guest, [tc, *words])
     try:
         done = subprocess.run(
             argv,

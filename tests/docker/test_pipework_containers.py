@@ -18,7 +18,6 @@ import pytest
 from fixtures.dhcp import client_pids, dhcp_server, leased
 from fixtures.docker import Containers
 from fixtures.host import (
-    NETPLUMB,
     Daemon,
     Namespaces,
     addresses,
@@ -29,20 +28,9 @@ from fixtures.host import (
     run,
     unique,
 )
+from fixtures.pipework import PIPEWORK, pipework, stand_in_nic
 
-PIPEWORK = NETPLUMB.replace("netplumb", "pipework")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def pipework(daemon: Daemon, *argv: str) -> tuple[int, str]:
-    res = subprocess.run(
-        [PIPEWORK, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NETPLUMB_SOCKET": daemon.socket},
-    )
-    return res.returncode, res.stderr
 
 
 def pid_of(name: str) -> int:
@@ -64,18 +52,9 @@ def restart(name: str) -> None:
 
 @pytest.fixture
 def nic(netns: Namespaces) -> Iterator[str]:
-    """A stand-in for a host NIC, its peer in a namespace with 198.18.80.1/24."""
-    name, other = unique("npn"), unique("npo")
-    peer = netns.new("nppe")
-    run("ip", "link", "add", name, "type", "veth", "peer", "name", other)
-    try:
-        run("ip", "link", "set", other, "netns", peer)
-        run("ip", "-n", peer, "addr", "add", "198.18.80.1/24", "dev", other)
-        run("ip", "-n", peer, "link", "set", other, "up")
-        run("ip", "link", "set", name, "up")
+    """A stand-in host NIC; its peer namespace has 198.18.80.1/24."""
+    with stand_in_nic(netns, "198.18.80.1/24") as (name, _):
         yield name
-    finally:
-        delete_links([name])
 
 
 def test_bridge_forms_on_containers_survive_a_restart(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -72,21 +71,6 @@ ROUTES = ("198.19.90.0/24", "198.19.91.0/24", "198.19.92.0/24")
 SENSIBLE = {Code.NOT_FOUND, Code.ALREADY_EXISTS, Code.FAILED_PRECONDITION, Code.INVALID_ARGUMENT}
 # Failures the client makes up when the daemon is not there to answer.
 NOT_FROM_DAEMON = ("", "daemon-unavailable", "timeout")
-
-
-# Product bugs this test found are fixed; each has a test of its own below
-# (route del of on-link routes, attaches adopting our own leftover bridges,
-# unlocked OVS replica reads, peer changes racing a bridge delete). A finding
-# matching a pattern here would be printed, not failed on: none is expected.
-KNOWN_BUGS: tuple[tuple[str, re.Pattern[str]], ...] = ()
-
-
-def known_bug(finding: str) -> str | None:
-    """The test reproducing the known bug behind a finding, if any."""
-    for test, pattern in KNOWN_BUGS:
-        if pattern.match(finding):
-            return test
-    return None
 
 
 def gateway(bridge: str) -> str:
@@ -605,12 +589,12 @@ def test_kill_9_during_random_operations_leaves_store_and_host_agreeing(
     print("chaos: refusals: " + ", ".join(f"{k} {n}" for k, n in refusals.most_common()))
     findings = [("leak", x) for x in leaks] + [("missing", x) for x in missing]
     findings += [("bad answer", f"worker {r.worker}: {r.op}: {r.detail}") for r in bad]
+    # The product bugs this test found are fixed, each with a test of its
+    # own below: every finding now fails the run.
     unknown = []
     for kind, text in findings:
-        bug = known_bug(text)
-        print(f"chaos: {kind}{f' (known bug: {bug})' if bug else ''}: {text}")
-        if bug is None:
-            unknown.append(f"{kind}: {text}")
+        print(f"chaos: {kind}: {text}")
+        unknown.append(f"{kind}: {text}")
     assert ops >= MIN_OPS, f"only {ops} operations ran"
     assert chaos.kills >= 10, f"only {chaos.kills} kills"
     assert outcomes["interrupted"] > 0, "no operation was interrupted by a kill"

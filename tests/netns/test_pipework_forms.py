@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import pytest
 from fixtures.dhcp import client_pids, dhcp_server, leased
 from fixtures.host import (
-    NETPLUMB,
     Daemon,
     Namespaces,
     addresses,
@@ -28,21 +27,7 @@ from fixtures.host import (
     run,
     unique,
 )
-
-PIPEWORK = NETPLUMB.replace("netplumb", "pipework")
-
-
-def pipework(daemon: Daemon, *argv: str, netns: str = "") -> tuple[int, str]:
-    """The installed pipework command (a real process, as scripts run it)."""
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    res = subprocess.run(
-        [*prefix, PIPEWORK, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NETPLUMB_SOCKET": daemon.socket},
-    )
-    return res.returncode, res.stderr
+from fixtures.pipework import PIPEWORK, pipework, stand_in_nic
 
 
 def host_links() -> set[str]:
@@ -52,20 +37,9 @@ def host_links() -> set[str]:
 
 @pytest.fixture
 def nic(netns: Namespaces) -> Iterator[tuple[str, str]]:
-    """A stand-in for a host NIC: one end of a veth pair in the host
-    namespace (up); the other end in a peer namespace with 198.18.74.1/24.
-    Yields (nic name, peer namespace)."""
-    name, other = unique("npn"), unique("npo")
-    peer = netns.new("nppe")
-    run("ip", "link", "add", name, "type", "veth", "peer", "name", other)
-    try:
-        run("ip", "link", "set", other, "netns", peer)
-        run("ip", "-n", peer, "addr", "add", "198.18.74.1/24", "dev", other)
-        run("ip", "-n", peer, "link", "set", other, "up")
-        run("ip", "link", "set", name, "up")
-        yield name, peer
-    finally:
-        delete_links([name])
+    """A stand-in host NIC; its peer namespace has 198.18.74.1/24."""
+    with stand_in_nic(netns, "198.18.74.1/24") as found:
+        yield found
 
 
 # ------------------------------------------------------- host interfaces
