@@ -218,6 +218,10 @@ class Engine:
         self._inflight: set[str] = set()
         self._inflight_mu = threading.Lock()
         self.started = time.time()
+        # Observers of convergence (metrics): each is called with the cause
+        # ("reconcile", "container-start") and the numbers of objects
+        # repaired, that could not be repaired and orphans collected.
+        self.on_converged: list[Callable[[str, int, int, int], None]] = []
 
     @property
     def features(self) -> HostFeatures:
@@ -495,6 +499,7 @@ class Engine:
         if action not in ("start", "connected"):
             return
         started = time.perf_counter()
+        repaired = failed = 0
         for r in mine:
             with self._locks.guest(r.guest.key), self._claim(r.id):
                 current = self.store.endpoints().get(r.id)
@@ -505,14 +510,17 @@ class Engine:
                         if self.docker.inspect(current.guest.value) is None:
                             self._detach_one(current)  # removed while we were not looking
                             continue
-                    self._converge_endpoint(current, repair=True)
+                    if self._converge_endpoint(current, repair=True) is not None:
+                        repaired += 1
                 except NetplumbError as e:
+                    failed += 1
                     log.error(
                         "re-plumbing endpoint %s of container %s failed: %s",
                         r.id,
                         container_id[:12],
                         e,
                     )
+        self._converged("container-" + action, repaired, failed, 0)
         if action == "start":
             log.info(
                 "container %s started: %d endpoint(s) re-plumbed in %.1f ms",
@@ -1473,7 +1481,15 @@ class Engine:
 
     def reconcile(self) -> tuple[list[Drift], list[Drift], list[Drift]]:
         drift, failed, collected = self._converge(repair=True)
+        self._converged("reconcile", len(drift), len(failed), len(collected))
         return drift, failed, collected
+
+    def _converged(self, cause: str, repaired: int, failed: int, collected: int) -> None:
+        for observer in self.on_converged:
+            try:
+                observer(cause, repaired, failed, collected)
+            except Exception:
+                log.exception("convergence observer failed")
 
     def _converge(self, repair: bool) -> tuple[list[Drift], list[Drift], list[Drift]]:
         drift: list[Drift] = []
