@@ -597,7 +597,19 @@ class Engine:
                 if p.external_ids.get(overlay.BRIDGE_ID) == want.name
                 and overlay.PEER_ID in p.external_ids
             ]
-            return overlay.plan_ovs_tunnels(want, peers, local, ours)
+            ops = overlay.plan_ovs_tunnels(want, peers, local, ours)
+            if self._programs_known(want.name) and ovs.rundir is not None:
+                ports = {
+                    str(p.address): overlay.tunnel_port_name(want.name, str(p.address))
+                    for p in peers
+                }
+                ops += overlay.plan_ovs_known_endpoints(
+                    want.name,
+                    self._remote.get(want.name, ()),
+                    ports,
+                    ovs.observe_known(want.name, set(ports.values())),
+                )
+            return ops
         local, _, _ = self._underlay(str(peers[0].address) if peers else "")
         if not local:
             raise PreconditionFailed(
@@ -607,13 +619,7 @@ class Engine:
         mtu = want.mtu or self._overlay_mtu(want)
         seen = self.netlink.observe_vxlan(overlay.vxlan_name(want.vni))
         ops = overlay.plan_linux_overlay(want, peers, local, mtu, seen, self.store.agent_id)
-        record = self.store.bridges().get(want.name)
-        if (
-            self.cluster is not None
-            and self._remote_ready
-            and record is not None
-            and record.network is not None
-        ):
+        if self._programs_known(want.name):
             if any(isinstance(op, DeleteLink) for op in ops):
                 seen = None  # re-created: its entries go with it
             ops += overlay.plan_known_endpoints(
@@ -625,10 +631,23 @@ class Engine:
             )
         return ops
 
+    def _programs_known(self, bridge: str) -> bool:
+        """Whether the other hosts' endpoints are programmed into ``bridge``:
+        a cluster network's bridge, once the registry has been read (a
+        reconcile before that must not take entries away)."""
+        record = self.store.bridges().get(bridge)
+        return (
+            self.cluster is not None
+            and self._remote_ready
+            and record is not None
+            and record.network is not None
+        )
+
     def sync_remote_endpoints(self, table: dict[str, tuple[tuple[str, str, str], ...]]) -> None:
         """Cluster: the endpoints of each network on other hosts, (ip, mac,
         vtep); their MACs and addresses are programmed into this host's
-        Linux overlay bridges (OVS bridges flood and learn as before)."""
+        overlay bridges (static forwarding entries and ARP answers), so
+        that traffic to them is neither flooded nor broadcast."""
         with self._remote_mu:
             first = not self._remote_ready
             changed = [
@@ -640,7 +659,7 @@ class Engine:
             changed = [n for n, b in self.store.bridges().items() if b.network is not None]
         for name in sorted(changed):
             record = self.store.bridges().get(name)
-            if record is None or record.network is None or record.spec.kind is not BridgeKind.LINUX:
+            if record is None or record.network is None:
                 continue
             with self._locks.bridge(name).write(), self._memoized():
                 try:

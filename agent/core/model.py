@@ -361,6 +361,15 @@ class ObservedOvsPort:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservedOvsKnown:
+    """What an OVS bridge has of the known remote endpoints: static MAC
+    table entries (mac, port name) and our ARP answers (ip, mac)."""
+
+    static_macs: tuple[tuple[str, str], ...] = ()
+    arp_answers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ObservedVxlan:
     """A Linux VXLAN device and its head-end replication entries."""
 

@@ -447,7 +447,53 @@ class SetNeighSuppress:
         return f"suppress ARP/ND flooding through {self.name}"
 
 
-OvsOp = AddOvsBridge | DelOvsBridge | AddOvsPort | DelOvsPort | SetOvsPortTag
+@dataclass(frozen=True, slots=True)
+class SetOvsStaticMac:
+    """A static entry in an OVS bridge's MAC table: frames to ``mac`` go out
+    ``port`` (a tunnel) without flooding, and learning cannot move it."""
+
+    bridge: str
+    port: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"forward {self.mac} on {self.bridge} to {self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelOvsStaticMac:
+    bridge: str
+    mac: str
+
+    def __str__(self) -> str:
+        return f"stop forwarding {self.mac} on {self.bridge}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetOvsArpAnswers:
+    """The OVS bridge answers ARP requests for these (ip, mac) itself (one
+    flow each, tagged with our cookie); all of our answers are replaced at
+    once, in one OpenFlow bundle."""
+
+    bridge: str
+    answers: tuple[tuple[str, str], ...]
+
+    def __str__(self) -> str:
+        return f"answer ARP on {self.bridge} for {len(self.answers)} address(es)"
+
+
+# OVS ops: OVSDB rows, and (the last three) ovs-vswitchd's MAC table and
+# OpenFlow table.
+OvsOp = (
+    AddOvsBridge
+    | DelOvsBridge
+    | AddOvsPort
+    | DelOvsPort
+    | SetOvsPortTag
+    | SetOvsStaticMac
+    | DelOvsStaticMac
+    | SetOvsArpAnswers
+)
 
 Op = (
     CreateBridge
@@ -478,6 +524,9 @@ Op = (
     | AddOvsPort
     | DelOvsPort
     | SetOvsPortTag
+    | SetOvsStaticMac
+    | DelOvsStaticMac
+    | SetOvsArpAnswers
     | CreateVxlan
     | AddFlood
     | DelFlood
@@ -520,4 +569,6 @@ def undo(op: Op) -> Op | None:
         return DelFdbMac(op.name, op.mac, op.dst)
     if isinstance(op, AddNeigh):
         return DelNeigh(op.bridge, op.ip, op.mac)
+    if isinstance(op, SetOvsStaticMac):
+        return DelOvsStaticMac(op.bridge, op.mac)
     return None

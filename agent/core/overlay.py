@@ -20,6 +20,7 @@ from .model import (
     HostFeatures,
     ObservedBridge,
     ObservedOvsBridge,
+    ObservedOvsKnown,
     ObservedOvsPort,
     ObservedVxlan,
     PeerRecord,
@@ -39,10 +40,13 @@ from .ops import (
     DelNeigh,
     DelOvsBridge,
     DelOvsPort,
+    DelOvsStaticMac,
     Op,
     SetMac,
     SetMtu,
     SetNeighSuppress,
+    SetOvsArpAnswers,
+    SetOvsStaticMac,
     SetUp,
     Where,
 )
@@ -266,4 +270,65 @@ def plan_known_endpoints(
     ops.extend(DelFdbMac(name, mac, dst) for mac, dst in sorted(have_macs - want_macs))
     ops.extend(AddFdbMac(name, mac, dst) for mac, dst in sorted(want_macs - have_macs))
     ops.extend(AddNeigh(bridge, ip, mac) for ip, mac in sorted(want_neigh - have_neigh))
+    return tuple(ops)
+
+
+# ------------------------------------------------- known endpoints on OVS
+
+# The upper 16 bits of the cookie of every ARP answer flow netplumb adds
+# ("NP"); the lower 48 bits are the answered MAC. Ours are found, and
+# replaced, by this mask alone.
+ARP_COOKIE = 0x4E50 << 48
+ARP_COOKIE_MASK = 0xFFFF << 48
+ARP_PRIORITY = 100
+
+
+def arp_answer_flow(ip: str, mac: str) -> str:
+    """An OpenFlow rule (ovs-ofctl syntax) that turns an ARP request for
+    ``ip`` into the reply "``ip`` is at ``mac``" and sends it back where it
+    came from."""
+    cookie = ARP_COOKIE | int(mac.replace(":", ""), 16)
+    return (
+        f"cookie={cookie:#x},table=0,priority={ARP_PRIORITY},arp,arp_op=1,arp_tpa={ip},"
+        "actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],"
+        f"mod_dl_src:{mac},"
+        "load:0x2->NXM_OF_ARP_OP[],"
+        "move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],"
+        "move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],"
+        f"set_field:{mac}->arp_sha,"
+        f"set_field:{ip}->arp_spa,"
+        "in_port"
+    )
+
+
+def cookie_mac(cookie: int) -> str | None:
+    """The MAC an ARP answer flow's cookie carries, None for a cookie that
+    is not ours."""
+    if cookie & ARP_COOKIE_MASK != ARP_COOKIE:
+        return None
+    raw = f"{cookie & ~ARP_COOKIE_MASK:012x}"
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+
+
+def plan_ovs_known_endpoints(
+    bridge: str,
+    remote: tuple[tuple[str, str, str], ...],
+    tunnel_ports: dict[str, str],
+    seen: ObservedOvsKnown,
+) -> tuple[Op, ...]:
+    """Cluster networks on OVS bridges, as plan_known_endpoints does for
+    Linux ones: every remote endpoint's MAC is a static entry towards the
+    tunnel to its host (no unknown-unicast flooding), and the bridge answers
+    ARP for its IPv4 address with a flow (no broadcast across hosts).
+    ``remote``: (ip, mac, vtep); ``tunnel_ports``: vtep -> tunnel port name;
+    endpoints behind a VTEP with no tunnel yet are left to flooding until the
+    tunnel exists (the plan runs again when peers change). IPv6 neighbour
+    discovery is still multicast, and works as before."""
+    want_macs = {(mac, tunnel_ports[vtep]) for _, mac, vtep in remote if vtep in tunnel_ports}
+    want_arp = {(ip, mac) for ip, mac, vtep in remote if vtep in tunnel_ports and ":" not in ip}
+    have_macs = set(seen.static_macs)
+    ops: list[Op] = [DelOvsStaticMac(bridge, mac) for mac, _ in sorted(have_macs - want_macs)]
+    ops.extend(SetOvsStaticMac(bridge, port, mac) for mac, port in sorted(want_macs - have_macs))
+    if want_arp != set(seen.arp_answers):
+        ops.append(SetOvsArpAnswers(bridge, tuple(sorted(want_arp))))
     return tuple(ops)

@@ -15,15 +15,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ..core.model import ObservedOvsBridge, ObservedOvsPort
+from ..core import overlay
+from ..core.model import ObservedOvsBridge, ObservedOvsKnown, ObservedOvsPort
 from ..core.ops import (
     AddOvsBridge,
     AddOvsPort,
     DelOvsBridge,
     DelOvsPort,
+    DelOvsStaticMac,
     Op,
     OvsOp,
+    SetOvsArpAnswers,
     SetOvsPortTag,
+    SetOvsStaticMac,
 )
 from ..errors import DependencyUnavailable, InternalError
 
@@ -329,13 +333,168 @@ class OvsDriver:
         rows = self._run(api.db_find("Interface", ("name", "=", name), columns=["type"]))
         return (rows[0]["type"] or "system") if rows else None
 
+    # -- ovs-vswitchd: MAC table and OpenFlow (known endpoints, cluster mode)
+
+    @property
+    def rundir(self) -> str | None:
+        """OVS's run directory (control sockets, bridges' .mgmt sockets):
+        where the OVSDB socket is. None for OVSDB over TCP, whose vswitchd
+        cannot be reached from here."""
+        if not self.endpoint.startswith("unix:"):
+            return None
+        return os.path.dirname(self.endpoint[5:])
+
+    def _appctl(self, command: str, *args: str, timeout: float = 5.0) -> str:
+        """One ovs-vswitchd control command over its unixctl socket (the ovs
+        library's JSON-RPC), with a deadline."""
+        import errno
+
+        import ovs.jsonrpc
+        import ovs.poller
+        import ovs.stream
+
+        rundir = self.rundir
+        if rundir is None:
+            raise DependencyUnavailable(
+                "ovs-vswitchd cannot be reached: OVSDB is not a local unix socket"
+            )
+        try:
+            with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError) as e:
+            raise DependencyUnavailable(
+                f"ovs-vswitchd is not running (no pidfile in {rundir}: {e})",
+                hint="start Open vSwitch; netplumbd programs the bridge again when it is back",
+            ) from None
+        path = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
+        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(f"unix:{path}"))
+        if error:
+            raise DependencyUnavailable(f"ovs-vswitchd at {path}: {os.strerror(error)}")
+        conn = ovs.jsonrpc.Connection(stream)
+        try:
+            request = ovs.jsonrpc.Message.create_request(command, list(args))
+            conn.send(request)
+            deadline = time.monotonic() + timeout
+            while True:
+                conn.run()
+                error, reply = conn.recv()
+                if reply is not None and reply.id == request.id:
+                    break
+                if error and error != errno.EAGAIN:
+                    raise DependencyUnavailable(f"ovs-vswitchd {command}: {os.strerror(error)}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DependencyUnavailable(
+                        f"ovs-vswitchd did not answer {command} within {timeout:.0f} s"
+                    )
+                poller = ovs.poller.Poller()
+                conn.run_wait(poller)
+                conn.recv_wait(poller)
+                poller.timer_wait(int(left * 1000))
+                poller.block()
+        finally:
+            conn.close()
+        if reply.error is not None:
+            raise InternalError(f"ovs-vswitchd {command} {' '.join(args)}: {reply.error}".strip())
+        return str(reply.result)
+
+    def _ofctl(self, bridge: str, *args: str, stdin: str = "") -> str:
+        """ovs-ofctl against one bridge (OpenFlow has no library here; the
+        program, with an argument list)."""
+        import subprocess
+
+        from .netns import find_program
+
+        program = find_program("ovs-ofctl")
+        if program is None:
+            raise DependencyUnavailable(
+                "ovs-ofctl is not installed", hint="apt-get install openvswitch-common"
+            )
+        rundir = self.rundir
+        target = f"unix:{rundir}/{bridge}.mgmt" if rundir else bridge
+        argv = [program, "-O", "OpenFlow14", *args[:1], target, *args[1:]]
+        try:
+            res = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=10, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise DependencyUnavailable(f"ovs-ofctl {args[0]} {bridge} took over 10 s") from None
+        if res.returncode != 0:
+            raise DependencyUnavailable(
+                f"ovs-ofctl {args[0]} {bridge} failed: {res.stderr.strip() or res.returncode}"
+            )
+        return res.stdout
+
+    def observe_known(self, bridge: str, ports: set[str]) -> ObservedOvsKnown:
+        """The static MAC entries of ``bridge`` that point at one of
+        ``ports`` (our tunnels), and our ARP answer flows on it."""
+        ofports = self._replica(
+            "OVS interfaces",
+            lambda tables: {
+                int(r.ofport[0] if isinstance(r.ofport, list) else r.ofport): r.name
+                for r in list(tables["Interface"].rows.values())
+                if r.name in ports and r.ofport not in ([], None, -1)
+            },
+        )
+        static: list[tuple[str, str]] = []
+        for line in self._appctl("fdb/show", bridge).splitlines()[1:]:
+            cols = line.split()
+            if len(cols) == 4 and cols[3] == "static" and cols[0].isdigit():
+                port = ofports.get(int(cols[0]))
+                if port is not None:
+                    static.append((cols[2].lower(), port))
+        answers: list[tuple[str, str]] = []
+        flows = self._ofctl(
+            bridge,
+            "dump-flows",
+            "--no-stats",
+            f"cookie={overlay.ARP_COOKIE:#x}/{overlay.ARP_COOKIE_MASK:#x}",
+        )
+        for line in flows.splitlines():
+            fields = dict(f.split("=", 1) for f in line.replace(" ", ",").split(",") if "=" in f)
+            mac = overlay.cookie_mac(int(fields.get("cookie", "0"), 16))
+            if mac is not None and "arp_tpa" in fields:
+                answers.append((fields["arp_tpa"], mac))
+        return ObservedOvsKnown(tuple(sorted(static)), tuple(sorted(answers)))
+
+    def _program(self, op: Op) -> None:
+        if isinstance(op, SetOvsStaticMac):
+            # ovs-vswitchd adds a port some milliseconds after the OVSDB
+            # transaction that created it: a new tunnel may not be there yet.
+            for attempt in range(20):
+                try:
+                    self._appctl("fdb/add", op.bridge, op.port, "0", op.mac)
+                    return
+                except InternalError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.05)
+        elif isinstance(op, DelOvsStaticMac):
+            try:
+                self._appctl("fdb/del", op.bridge, "0", op.mac)
+            except InternalError as e:
+                if "not found" not in str(e):
+                    raise
+        elif isinstance(op, SetOvsArpAnswers):
+            mask = f"{overlay.ARP_COOKIE:#x}/{overlay.ARP_COOKIE_MASK:#x}"
+            lines = [f"delete cookie={mask}"]
+            lines += [f"add {overlay.arp_answer_flow(ip, mac)}" for ip, mac in op.answers]
+            self._ofctl(op.bridge, "--bundle", "add-flows", "-", stdin="\n".join(lines) + "\n")
+
     # -- apply
 
     def apply(self, ops: Sequence[Op], agent_id: str) -> None:
-        """Execute OVS ops in one transaction: all or nothing."""
-        ovs_ops = [op for op in ops if isinstance(op, OvsOp)]
-        if not ovs_ops:
-            return
+        """Execute OVS ops: the OVSDB ones in one transaction (all or
+        nothing), then those for ovs-vswitchd's tables, in order."""
+        vswitchd = SetOvsStaticMac | DelOvsStaticMac | SetOvsArpAnswers
+        table_ops = [op for op in ops if isinstance(op, vswitchd)]
+        ovs_ops = [op for op in ops if isinstance(op, OvsOp) and not isinstance(op, vswitchd)]
+        if ovs_ops:
+            self._transact(ovs_ops, agent_id)
+        for op in table_ops:
+            self._program(op)
+
+    def _transact(self, ovs_ops: Sequence[Op], agent_id: str) -> None:
         api = self._need()
         try:
             with api.transaction(check_error=True) as txn:

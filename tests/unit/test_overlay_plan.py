@@ -12,6 +12,7 @@ from netplumb.agent.core.model import (
     BridgeSpec,
     HostFeatures,
     ObservedOvsBridge,
+    ObservedOvsKnown,
     ObservedOvsPort,
     ObservedVxlan,
     PeerRecord,
@@ -24,6 +25,9 @@ from netplumb.agent.core.ops import (
     DeleteLink,
     DelFlood,
     DelOvsPort,
+    DelOvsStaticMac,
+    SetOvsArpAnswers,
+    SetOvsStaticMac,
     Where,
 )
 from netplumb.agent.errors import Conflict, KernelFeatureMissing
@@ -160,3 +164,73 @@ def test_ovs_bridge_ownership() -> None:
     adopted = BridgeRecord(OVS, owned=False)
     with pytest.raises(Conflict):
         overlay.plan_ovs_bridge(OVS, None, adopted, AGENT, "netdev", 0)
+
+
+# ------------------------------------------- known endpoints on OVS bridges
+
+REMOTE = (
+    ("198.19.100.5", "02:00:00:00:00:05", "198.18.0.12"),
+    ("198.19.100.6", "02:00:00:00:00:06", "198.18.0.13"),
+    ("2001:db8::6", "02:00:00:00:00:06", "198.18.0.13"),
+)
+PORTS = {"198.18.0.12": "nt000000000012", "198.18.0.13": "nt000000000013"}
+
+
+def test_ovs_known_endpoints_get_static_macs_and_arp_answers() -> None:
+    ops = overlay.plan_ovs_known_endpoints("ov1", REMOTE, PORTS, ObservedOvsKnown())
+    assert ops == (
+        SetOvsStaticMac("ov1", "nt000000000012", "02:00:00:00:00:05"),
+        SetOvsStaticMac("ov1", "nt000000000013", "02:00:00:00:00:06"),
+        # IPv4 only: neighbour discovery stays multicast
+        SetOvsArpAnswers(
+            "ov1",
+            (("198.19.100.5", "02:00:00:00:00:05"), ("198.19.100.6", "02:00:00:00:00:06")),
+        ),
+    )
+
+
+def test_ovs_known_endpoints_converge_to_nothing_to_do() -> None:
+    seen = ObservedOvsKnown(
+        static_macs=(
+            ("02:00:00:00:00:05", "nt000000000012"),
+            ("02:00:00:00:00:06", "nt000000000013"),
+        ),
+        arp_answers=(("198.19.100.5", "02:00:00:00:00:05"), ("198.19.100.6", "02:00:00:00:00:06")),
+    )
+    assert overlay.plan_ovs_known_endpoints("ov1", REMOTE, PORTS, seen) == ()
+
+
+def test_ovs_known_endpoints_follow_moves_and_departures() -> None:
+    seen = ObservedOvsKnown(
+        # .05 moved to another host; a gone endpoint's MAC is still there
+        static_macs=(
+            ("02:00:00:00:00:05", "nt000000000013"),
+            ("02:00:00:00:00:99", "nt000000000012"),
+        ),
+        arp_answers=(("198.19.100.99", "02:00:00:00:00:99"),),
+    )
+    remote = REMOTE[:1]
+    ops = overlay.plan_ovs_known_endpoints("ov1", remote, PORTS, seen)
+    assert ops == (
+        DelOvsStaticMac("ov1", "02:00:00:00:00:05"),
+        DelOvsStaticMac("ov1", "02:00:00:00:00:99"),
+        SetOvsStaticMac("ov1", "nt000000000012", "02:00:00:00:00:05"),
+        SetOvsArpAnswers("ov1", (("198.19.100.5", "02:00:00:00:00:05"),)),
+    )
+
+
+def test_ovs_endpoints_behind_a_host_with_no_tunnel_yet_are_left_to_flooding() -> None:
+    ops = overlay.plan_ovs_known_endpoints(
+        "ov1", REMOTE, {"198.18.0.12": "nt000000000012"}, ObservedOvsKnown()
+    )
+    assert all("02:00:00:00:00:06" not in str(op) for op in ops)
+    assert SetOvsArpAnswers("ov1", (("198.19.100.5", "02:00:00:00:00:05"),)) in ops
+
+
+def test_arp_answer_flows_carry_the_mac_in_our_cookie() -> None:
+    flow = overlay.arp_answer_flow("198.19.100.5", "02:ab:cd:00:00:05")
+    assert "arp_tpa=198.19.100.5" in flow and "arp_op=1" in flow
+    cookie = int(flow.split(",", 1)[0].removeprefix("cookie="), 16)
+    assert overlay.cookie_mac(cookie) == "02:ab:cd:00:00:05"
+    assert overlay.cookie_mac(0) is None
+    assert overlay.cookie_mac(0x1234 << 48 | 5) is None
