@@ -18,3 +18,4 @@ class Exit(enum.IntEnum):
     INVALID = 4  # invalid input, conflict, or a precondition the host fails
     UNAVAILABLE = 5  # the daemon or a dependency cannot be reached
     DRIFT = 6  # `check` found drift
+    UNHEALTHY = 7  # `doctor` found a failing check

@@ -50,7 +50,7 @@ examples:
 exit status:
   0 success, 1 internal error, 2 usage, 3 not found,
   4 invalid input or conflict, 5 daemon or a dependency unavailable,
-  6 drift found (check)
+  6 drift found (check), 7 a failing check (doctor)
 
 The socket is --socket, else $NETPLUMB_SOCKET, else /run/netplumb/netplumbd.sock.
 A daemon listening on TCP (netplumbd --listen) is reached with
@@ -58,6 +58,34 @@ A daemon listening on TCP (netplumbd --listen) is reached with
   netplumb --connect 198.18.0.1:7443 --tls-cert me.crt --tls-key me.key \\
       --tls-ca ca.crt status
 ($NETPLUMB_TLS_CERT, $NETPLUMB_TLS_KEY, $NETPLUMB_TLS_CA); see docs/security.md.
+"""
+
+
+DOCTOR_EPILOG = """\
+Run it on the daemon's host, as root, in the network namespace netplumbd
+runs in (sysctls such as net.ipv4.ip_forward are per namespace). It reads
+the daemon's configuration and recorded state (never writes them), looks at
+the host, and asks the daemon too when it answers. Each check prints PASS,
+FAIL or SKIP (not applicable, or not decidable: the line says why), and
+under each FAIL the fix.
+
+checks: config, state-file, socket, socket-permissions (0660 root:GROUP),
+  socket-connect, daemon (answers, same version), daemon-config, bridges,
+  endpoints (interfaces present in running guests), ovs, ovs-vswitchd,
+  ovs-datapath (vs the kernel), userspace-tunnel (netdev overlays: tunnel
+  source on a netdev bridge's internal port, OVS's route to each peer),
+  tunnels, overlay-mtu (MTUs vs the underlay minus the encapsulation),
+  tx-checksum (off on guest ends on netdev bridges), forwarding-ipv4 and
+  forwarding-ipv6 (on where a guest's gateway or next hop is an address of
+  its bridge), docker (a failure only with Docker guests recorded)
+
+examples:
+  netplumb doctor
+  netplumb doctor --config /etc/netplumb/netplumbd.toml
+  ip netns exec h1 netplumb doctor --config /srv/h1/netplumbd.toml
+  netplumb doctor --json | jq '.checks[] | select(.status == "fail")'
+
+exit status: 0 when no check fails, 7 when one does (2 for a bad command line)
 """
 
 
@@ -354,6 +382,19 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     ndel.add_argument("name", metavar="NAME")
     cmd(nsub, "ls", "list the cluster's networks")
 
+    doc = cmd(
+        sub,
+        "doctor",
+        "check this host's set-up for netplumb, with or without a running daemon",
+        epilog=DOCTOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doc.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="netplumbd's configuration (default /etc/netplumb/netplumbd.toml if present)",
+    )
     cmd(sub, "status", "show the daemon's status")
     cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
     cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
@@ -518,6 +559,8 @@ def main(
     except _ParserExit as e:  # --help, printed to out
         return e.status
     json_mode = bool(getattr(args, "json", False))
+    if args.command == "doctor":
+        return _doctor(args, env, out, err, json_mode)
     # protobuf is imported only from here on; grpcio only for --connect: on
     # the unix socket the command talks through the light wire transport
     # (see wire.py).
@@ -590,6 +633,61 @@ def main(
     if kind == "check" and reply:
         return Exit.DRIFT
     return Exit.OK
+
+
+def _doctor(
+    args: argparse.Namespace, env: Mapping[str, str], out: IO[str], err: IO[str], json_mode: bool
+) -> int:
+    """Checks this host locally, in-process (the daemon may be down): the
+    agent's doctor module, imported only here."""
+    if getattr(args, "connect", None):
+        print(
+            "netplumb doctor: checks the host it runs on: run it there (as root), "
+            "not through --connect",
+            file=err,
+        )
+        return Exit.USAGE
+    try:
+        from netplumb.agent import doctor
+
+        timeout = min(getattr(args, "timeout", doctor.WAIT), doctor.WAIT)
+        checks = doctor.diagnose(args.config, getattr(args, "socket", None), _ask, env, timeout)
+        if json_mode:
+            import json
+
+            text = json.dumps(doctor.as_dict(checks), indent=2, sort_keys=True) + "\n"
+        else:
+            text = doctor.as_text(checks)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        print(f"netplumb doctor: internal error: {_one_line(e)}", file=err)
+        return Exit.INTERNAL
+    try:
+        out.write(text)
+    except OSError as e:
+        print(f"netplumb: cannot write the output: {_one_line(e)}", file=err)
+        return Exit.INTERNAL
+    return Exit.UNHEALTHY if doctor.failed(checks) else Exit.OK
+
+
+def _ask(socket: str, timeout: float) -> Any:
+    """The daemon's view for doctor: Status and ListPeers over the socket."""
+    from netplumb.agent.doctor import DaemonView, TunnelState
+
+    from .client import Client
+
+    with Client(socket, timeout=timeout, transport="wire") as c:
+        st = c.status()
+        peers = c.list_peers()
+    return DaemonView(
+        version=st.version,
+        state_dir=st.state_dir,
+        uptime_seconds=st.uptime_seconds,
+        tunnels=tuple(
+            TunnelState(p.address, t.bridge, t.port, t.state) for p in peers for t in p.tunnels
+        ),
+    )
 
 
 def _flush(status: int) -> int:

@@ -163,9 +163,10 @@ def test_exit_statuses_are_the_documented_ones() -> None:
         "INVALID": 4,
         "UNAVAILABLE": 5,
         "DRIFT": 6,
+        "UNHEALTHY": 7,
     }
 
 
 def test_every_code_has_an_exit_status() -> None:
     for code in Code:
-        assert exit_for(code) in set(Exit) - {Exit.USAGE, Exit.DRIFT}
+        assert exit_for(code) in set(Exit) - {Exit.USAGE, Exit.DRIFT, Exit.UNHEALTHY}
