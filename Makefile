@@ -63,5 +63,9 @@ demo-local: develop        ## one host: two namespaces on a Linux bridge, ping, 
 bench: develop             ## benchmarks (on demand; prints figures)
 	$(PY) -m pytest -q -s tests/bench --timeout=0
 
+.PHONY: docs
+docs: develop              ## regenerate docs/cli.md, docs/api.md and docs/configuration.md from the code
+	$(PY) docs/gen.py
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
