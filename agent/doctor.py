@@ -255,7 +255,7 @@ def judge_connect(path: str, error: int | None, user: str, group: str) -> Check:
         return Check(
             name,
             FAIL,
-            f"{user} may not connect to {path} (permission denied)",
+            f"user {user} may not connect to {path} (permission denied)",
             f"run as root, or add {user} to group {group} (usermod -aG {group} {user}; "
             "then log in again)",
         )
@@ -336,9 +336,7 @@ def judge_endpoints(found: Sequence[EndpointFinding], unknown: Sequence[str]) ->
     if not found and not unknown:
         return Check(name, SKIP, "no endpoint recorded")
     broken = [
-        f"{f.label} ({'no host end' if not f.host_end else 'no interface in the guest'})"
-        for f in found
-        if f.running and not (f.host_end and f.guest_end)
+        f"{f.label} ({_lost(f)})" for f in found if f.running and not (f.host_end and f.guest_end)
     ]
     stopped = sum(1 for f in found if not f.running)
     note = []
@@ -358,6 +356,11 @@ def judge_endpoints(found: Sequence[EndpointFinding], unknown: Sequence[str]) ->
     if not ok:
         return Check(name, SKIP, f"no guest to look at{suffix}")
     return Check(name, PASS, f"{_plural(ok, 'endpoint')} plumbed{suffix}")
+
+
+def _lost(f: EndpointFinding) -> str:
+    gone = [] if f.guest_end else ["no interface in the guest"]
+    return ", ".join(gone + ([] if f.host_end else ["no host end"]))
 
 
 def ovs_needed_by(bridges: Iterable[BridgeRecord]) -> list[str]:
@@ -900,7 +903,10 @@ def diagnose(
             view = ask(sock, timeout)
         except Exception as e:
             why = str(e) or type(e).__name__
-    checks.append(judge_daemon(sock, view, why, __version__))
+    if conn in (errno.EACCES, errno.EPERM):
+        checks.append(Check("daemon", SKIP, "not asked: the socket refuses this user"))
+    else:
+        checks.append(judge_daemon(sock, view, why, __version__))
     checks.append(judge_daemon_config(view, cfg.state_dir, path))
 
     if os.geteuid() != 0:

@@ -75,7 +75,7 @@ def test_socket_permissions_are_0660_root_and_the_configured_group() -> None:
 
 def test_connect_failures_say_whose_permission_or_that_nobody_listens() -> None:
     c = doctor.judge_connect("/s", errno.EACCES, "alice", "np")
-    assert c.status == FAIL and "alice may not connect" in c.detail
+    assert c.status == FAIL and "user alice may not connect" in c.detail
     assert "usermod -aG np alice" in c.fix
     c = doctor.judge_connect("/s", errno.ECONNREFUSED, "root", "np")
     assert c.status == FAIL and "stale socket" in c.detail and "start netplumbd" in c.fix
