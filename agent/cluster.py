@@ -45,7 +45,9 @@ class Etcd(Protocol):
     def get(self, key: str) -> dict[str, Any] | None: ...
     def get_prefix(self, prefix: str) -> tuple[dict[str, dict[str, Any]], int]: ...
     def put(self, key: str, value: dict[str, Any]) -> None: ...
-    def create(self, key: str, value: dict[str, Any]) -> bool: ...
+    def create(
+        self, key: str, value: dict[str, Any], unchanged: tuple[str, int] | None = None
+    ) -> bool: ...
     def delete(self, key: str) -> bool: ...
     def delete_if(self, key: str, value: dict[str, Any]) -> bool: ...
     def keep_registered(self, key: str, value: dict[str, Any], ttl: int) -> None: ...
@@ -177,7 +179,7 @@ class Cluster:
                 hint=f"delete it first: netplumb network del {net.name}",
             )
         # The VNI is claimed atomically first: two hosts creating networks at
-        # once cannot both get it. (The subnet check is a read, not a claim.)
+        # once cannot both get it.
         vni = {"network": net.name}
         vni_key = keys.vni_key(net.vni)
         if not self._claim(vni_key, vni):
@@ -187,11 +189,24 @@ class Cluster:
                     f"VNI {net.vni} is already carried by network {holder}", field="spec.vni"
                 )
         try:
-            self.check_vni(net)
-            if not self.etcd.create(keys.network_key(net.name), doc):
-                if self.etcd.get(keys.network_key(net.name)) == doc:
+            for _ in range(20):
+                # Checked against a snapshot, written only if no network was
+                # defined since: two overlapping subnets created at once on
+                # two hosts cannot both pass.
+                snapshot, revision = self.etcd.get_prefix(keys.NETWORKS)
+                self.check_vni(net, self._decode_networks(snapshot))
+                if self.etcd.create(keys.network_key(net.name), doc, (keys.NETWORKS, revision)):
+                    break
+                have = self.etcd.get(keys.network_key(net.name))
+                if have == doc:
                     return net, False
-                raise Conflict(f"network {net.name} was just defined differently", field="spec")
+                if have is not None:
+                    raise Conflict(f"network {net.name} was just defined differently", field="spec")
+            else:
+                raise DependencyUnavailable(
+                    "networks are being defined too fast to check this one against them",
+                    hint="try again",
+                )
         except BaseException:
             self.etcd.delete_if(vni_key, vni)
             raise
@@ -200,10 +215,10 @@ class Cluster:
         log.info("cluster: network %s defined (%s, vni %d)", net.name, net.subnet, net.vni)
         return net, True
 
-    def check_vni(self, net: NetworkSpec) -> None:
+    def check_vni(self, net: NetworkSpec, networks: list[NetworkSpec] | None = None) -> None:
         """Refuse a network that would share a VNI or overlap the subnet of
         another one (every host carries all networks)."""
-        for other in self.network_list():
+        for other in self.network_list() if networks is None else networks:
             if other.name == net.name:
                 continue
             if other.vni == net.vni:
@@ -218,6 +233,9 @@ class Cluster:
 
     def network_list(self) -> list[NetworkSpec]:
         snapshot, _ = self.etcd.get_prefix(keys.NETWORKS)
+        return self._decode_networks(snapshot)
+
+    def _decode_networks(self, snapshot: dict[str, Any]) -> list[NetworkSpec]:
         out = []
         for key, d in sorted(snapshot.items()):
             try:

@@ -329,6 +329,8 @@ class Engine:
             step(link_ops)
             if want.vni:
                 step(self._plan_overlay(want))
+                if apply:
+                    done.extend(self._program_known(want))
         except NetplumbError:
             if apply and rollback and done:
                 self._undo(done, None, f"bridge {want.name}")
@@ -597,19 +599,7 @@ class Engine:
                 if p.external_ids.get(overlay.BRIDGE_ID) == want.name
                 and overlay.PEER_ID in p.external_ids
             ]
-            ops = overlay.plan_ovs_tunnels(want, peers, local, ours)
-            if self._programs_known(want.name) and ovs.rundir is not None:
-                ports = {
-                    str(p.address): overlay.tunnel_port_name(want.name, str(p.address))
-                    for p in peers
-                }
-                ops += overlay.plan_ovs_known_endpoints(
-                    want.name,
-                    self._remote.get(want.name, ()),
-                    ports,
-                    ovs.observe_known(want.name, set(ports.values())),
-                )
-            return ops
+            return overlay.plan_ovs_tunnels(want, peers, local, ours)
         local, _, _ = self._underlay(str(peers[0].address) if peers else "")
         if not local:
             raise PreconditionFailed(
@@ -629,6 +619,38 @@ class Engine:
                 seen,
                 self.netlink.bridge_neighbours(want.name),
             )
+        return ops
+
+    def _program_known(self, want: BridgeSpec) -> tuple[Op, ...]:
+        """OVS cluster networks: program the other hosts' endpoints into
+        ovs-vswitchd's MAC table and ARP answer flows (Linux bridges get
+        theirs in _plan_overlay). Best effort: a failure is logged and the
+        network keeps working, by flooding, until the next try."""
+        if want.kind is not BridgeKind.OVS or not want.vni or not self._programs_known(want.name):
+            return ()
+        ovs = self._need_ovs()
+        if ovs.rundir is None:
+            return ()  # OVSDB over TCP: this host's ovs-vswitchd is not reachable
+        ports = {
+            str(p.address): overlay.tunnel_port_name(want.name, str(p.address))
+            for p in self.store.peers().values()
+        }
+        try:
+            ops = overlay.plan_ovs_known_endpoints(
+                want.name,
+                self._remote.get(want.name, ()),
+                ports,
+                ovs.observe_known(want.name, set(ports.values())),
+            )
+            self._apply(ops, None, rollback=False, what=f"known endpoints of {want.name}")
+        except NetplumbError as e:
+            log.warning(
+                "cluster: the other hosts' endpoints are not programmed into %s "
+                "(traffic to them is flooded meanwhile): %s",
+                want.name,
+                e,
+            )
+            return ()
         return ops
 
     def _programs_known(self, bridge: str) -> bool:
@@ -664,6 +686,7 @@ class Engine:
             with self._locks.bridge(name).write(), self._memoized():
                 try:
                     self._apply(self._plan_overlay(record.spec), None, rollback=False, what=name)
+                    self._program_known(record.spec)
                 except NetplumbError as e:
                     log.error("cluster: programming the endpoints of %s failed: %s", name, e)
 
@@ -794,6 +817,7 @@ class Engine:
                 ops = self._plan_overlay(current.spec)
                 self._apply(ops, None, rollback=rollback, what=f"overlay {name}")
                 applied.extend(ops)
+                applied.extend(self._program_known(current.spec))
         # Each bridge's ops touch only its own tunnels, so one snapshot of our
         # ports served the whole pass; the next pass must read them again.
         cache = getattr(self._memo, "cache", None)
@@ -1295,9 +1319,11 @@ class Engine:
             if existing != record:
                 self._store_or_rollback(lambda: self.store.put_bridge(record), ops, None)
                 log.info("cluster: network %s built here as bridge %s", net.name, want.name)
-                if want.kind is BridgeKind.LINUX and self._remote_ready:
+                if self._remote_ready:
                     # recorded now: the known endpoints can be programmed
-                    self._apply(self._plan_overlay(want), None, rollback=False, what=want.name)
+                    if want.kind is BridgeKind.LINUX:
+                        self._apply(self._plan_overlay(want), None, rollback=False, what=want.name)
+                    self._program_known(want)
             return self._bridge_view(record)
 
     def _need_cluster(self) -> Cluster:

@@ -225,15 +225,32 @@ class EtcdDriver:
         k, v = self._key(key), _encode_doc(value)
         self._call(lambda c: c.put(k, v))
 
-    def create(self, key: str, value: dict[str, Any]) -> bool:
+    def create(
+        self, key: str, value: dict[str, Any], unchanged: tuple[str, int] | None = None
+    ) -> bool:
         """Write ``value`` at ``key`` only if there is no such key (one
-        transaction). True if it was created, False if the key exists. (Sent
-        again after a failover mid-call, True means the key holds ``value``.)"""
+        transaction) and, with ``unchanged`` (prefix, revision), only if no
+        key under that prefix was written after that revision: a decision
+        made from a get_prefix snapshot holds when the write lands. True if it
+        was created, False if not. (Sent again after a failover mid-call, True
+        means the key holds ``value``.)"""
         k, v = self._key(key), _encode_doc(value)
+        compare: list[dict[str, Any]] = [
+            {"key": _b64(k), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
+        ]
+        if unchanged is not None:
+            d = self._dir(unchanged[0])
+            compare.append(
+                {
+                    "key": _b64(d),
+                    "range_end": _b64(_prefix_end(d)),
+                    "result": "LESS",
+                    "target": "MOD",
+                    "mod_revision": unchanged[1] + 1,
+                }
+            )
         txn = {
-            "compare": [
-                {"key": _b64(k), "result": "EQUAL", "target": "CREATE", "create_revision": 0}
-            ],
+            "compare": compare,
             "success": [{"request_put": {"key": _b64(k), "value": _b64(v)}}],
             "failure": [{"request_range": {"key": _b64(k)}}],
         }

@@ -74,6 +74,7 @@ class OvsDriver:
         self.on_connect: list[Any] = []  # callbacks run after each (re)connection
         self._vswitchd_seen = False  # its pidfile named a live process once
         self._vswitchd_was_up = True
+        self._vswitchd_pid = 0  # the pid last seen running
 
     # -- connection
 
@@ -123,9 +124,11 @@ class OvsDriver:
             alive = False
         if alive:
             self._vswitchd_seen = True
+            self._vswitchd_pid = pid
         return True if alive else (False if self._vswitchd_seen else None)
 
     def _watch_vswitchd(self) -> None:
+        before = self._vswitchd_pid
         up = self.vswitchd_up()
         if up is False and self._vswitchd_was_up:
             log.warning("ovs-vswitchd is not running: OVS bridges forward nothing until it is back")
@@ -133,6 +136,10 @@ class OvsDriver:
         elif up and not self._vswitchd_was_up:  # it was seen down: back now
             self._vswitchd_was_up = True
             log.info("ovs-vswitchd is running again")
+            self._connected_again()
+        elif up and before and self._vswitchd_pid != before:
+            # Restarted between two looks: its MAC tables and flows are new.
+            log.info("ovs-vswitchd restarted (pid %d, was %d)", self._vswitchd_pid, before)
             self._connected_again()
 
     def _connected_again(self) -> None:
@@ -388,7 +395,7 @@ class OvsDriver:
                         f"ovs-vswitchd did not answer {command} within {timeout:.0f} s"
                     )
                 poller = ovs.poller.Poller()
-                conn.run_wait(poller)
+                conn.wait(poller)
                 conn.recv_wait(poller)
                 poller.timer_wait(int(left * 1000))
                 poller.block()
@@ -398,7 +405,7 @@ class OvsDriver:
             raise InternalError(f"ovs-vswitchd {command} {' '.join(args)}: {reply.error}".strip())
         return str(reply.result)
 
-    def _ofctl(self, bridge: str, *args: str, stdin: str = "") -> str:
+    def _ofctl(self, command: str, bridge: str, *args: str, stdin: str = "") -> str:
         """ovs-ofctl against one bridge (OpenFlow has no library here; the
         program, with an argument list)."""
         import subprocess
@@ -412,22 +419,30 @@ class OvsDriver:
             )
         rundir = self.rundir
         target = f"unix:{rundir}/{bridge}.mgmt" if rundir else bridge
-        argv = [program, "-O", "OpenFlow14", *args[:1], target, *args[1:]]
+        argv = [program, "-O", "OpenFlow14", *command.split(), target, *args]
         try:
             res = subprocess.run(
                 argv, input=stdin, capture_output=True, text=True, timeout=10, check=False
             )
         except subprocess.TimeoutExpired:
-            raise DependencyUnavailable(f"ovs-ofctl {args[0]} {bridge} took over 10 s") from None
+            raise DependencyUnavailable(f"ovs-ofctl {command} {bridge} took over 10 s") from None
         if res.returncode != 0:
             raise DependencyUnavailable(
-                f"ovs-ofctl {args[0]} {bridge} failed: {res.stderr.strip() or res.returncode}"
+                f"ovs-ofctl {command} {bridge} failed: {res.stderr.strip() or res.returncode}"
             )
         return res.stdout
 
     def observe_known(self, bridge: str, ports: set[str]) -> ObservedOvsKnown:
         """The static MAC entries of ``bridge`` that point at one of
         ``ports`` (our tunnels), and our ARP answer flows on it."""
+        rundir = self.rundir
+        if rundir is not None:
+            # A (re)started ovs-vswitchd opens a bridge's OpenFlow socket once
+            # it has built the bridge from OVSDB: wait for it a little.
+            mgmt = os.path.join(rundir, f"{bridge}.mgmt")
+            deadline = time.monotonic() + 5
+            while not os.path.exists(mgmt) and time.monotonic() < deadline:
+                time.sleep(0.05)
         ofports = self._replica(
             "OVS interfaces",
             lambda tables: {
@@ -445,9 +460,8 @@ class OvsDriver:
                     static.append((cols[2].lower(), port))
         answers: list[tuple[str, str]] = []
         flows = self._ofctl(
+            "--no-stats dump-flows",
             bridge,
-            "dump-flows",
-            "--no-stats",
             f"cookie={overlay.ARP_COOKIE:#x}/{overlay.ARP_COOKIE_MASK:#x}",
         )
         for line in flows.splitlines():
@@ -479,7 +493,7 @@ class OvsDriver:
             mask = f"{overlay.ARP_COOKIE:#x}/{overlay.ARP_COOKIE_MASK:#x}"
             lines = [f"delete cookie={mask}"]
             lines += [f"add {overlay.arp_answer_flow(ip, mac)}" for ip, mac in op.answers]
-            self._ofctl(op.bridge, "--bundle", "add-flows", "-", stdin="\n".join(lines) + "\n")
+            self._ofctl("--bundle add-flows", op.bridge, "-", stdin="\n".join(lines) + "\n")
 
     # -- apply
 

@@ -123,6 +123,21 @@ def test_create_only_if_absent_and_plain_reads_and_writes(
     assert d.up and d.detail == f"etcd at {d.endpoints[0]}"
 
 
+def test_create_only_if_nothing_under_a_prefix_changed_since_a_snapshot(
+    drivers: Callable[..., EtcdDriver],
+) -> None:
+    d = drivers()
+    d.put("networks/a", {"subnet": "198.18.10.0/24"})
+    _, rev = d.get_prefix("networks")
+    d.put("other/x", {"v": 1})  # outside the prefix: no matter
+    assert d.create("networks/b", {"subnet": "198.18.11.0/24"}, ("networks", rev))
+    # networks/b was written after rev: a decision from the old snapshot is stale
+    assert not d.create("networks/c", {"subnet": "198.18.11.0/25"}, ("networks", rev))
+    assert d.get("networks/c") is None
+    _, rev2 = d.get_prefix("networks")
+    assert d.create("networks/c", {"subnet": "198.18.12.0/24"}, ("networks", rev2))
+
+
 def test_delete_if_only_with_the_stored_value(drivers: Callable[..., EtcdDriver]) -> None:
     d = drivers()
     d.put("names/n1/web", {"host": "h1", "addresses": ["198.18.0.10"]})
