@@ -346,23 +346,36 @@ def _run(client: object, req: Attach | Sub) -> str:
     c: object = client
     if isinstance(req, Sub):
         return _sub(c, req)
+    from .client import NetplumbError
+    from .codes import Code
+
     known = {b.spec.name for b in c.list_bridges()}  # type: ignore[attr-defined]
     kind, parent, bridge = _host_mode(req, known)
-    made = False
-    if kind == "veth" and bridge not in known:
-        # A bridge netplumb already knows is used as it is (it may carry
-        # addresses, an MTU or a VNI that an empty request would contradict).
-        made = c.create_bridge(bridge, _host_kind(bridge)).owned  # type: ignore[attr-defined]
     client, options, keep = _dhcp(req)
-    try:
-        _attach(c, req, kind, parent, bridge, client, options, keep)
-    except Exception:
-        if made:  # nothing half-made: the bridge this command created goes too
-            try:
-                c.delete_bridge(bridge)  # type: ignore[attr-defined]
-            except Exception:  # the attach's error is the one to report
-                pass
-        raise
+    for attempt in range(3):
+        made = False
+        if kind == "veth" and (attempt or bridge not in known):
+            # A bridge netplumb already knows is used as it is (it may carry
+            # addresses, an MTU or a VNI that an empty request would contradict).
+            made = c.create_bridge(bridge, _host_kind(bridge)).owned  # type: ignore[attr-defined]
+        try:
+            _attach(c, req, kind, parent, bridge, client, options, keep)
+            return ""
+        except Exception as e:
+            if made:  # nothing half-made: the bridge this command created goes too
+                try:
+                    c.delete_bridge(bridge)  # type: ignore[attr-defined]
+                except Exception:  # the attach's error is the one to report
+                    pass
+            # Another pipework run that made the same new bridge at the same
+            # moment failed and took it away again: make it once more.
+            gone = (
+                isinstance(e, NetplumbError)
+                and e.code == Code.NOT_FOUND
+                and e.field == "spec.bridge"
+            )
+            if not (gone and kind == "veth" and attempt < 2):
+                raise
     return ""
 
 

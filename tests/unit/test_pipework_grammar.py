@@ -119,3 +119,54 @@ def test_ip_route_forms() -> None:
 
 def test_wait_times_out_without_the_interface(tmp_path: object) -> None:
     assert pw.wait_for("npnosuchif0", 0.3) is False
+
+
+class RacingClient:
+    """Another pipework run made the same new bridge, failed, and deleted it
+    between this run's create_bridge and its attach (``lose`` times)."""
+
+    def __init__(self, lose: int) -> None:
+        self.lose = lose
+        self.calls: list[str] = []
+
+    def list_bridges(self) -> list[object]:
+        return []
+
+    def create_bridge(self, name: str, kind: str) -> object:
+        self.calls.append(f"create {name}")
+        return type("Bridge", (), {"owned": True})()
+
+    def delete_bridge(self, name: str) -> None:
+        self.calls.append(f"delete {name}")
+
+    def attach(self, bridge: str, guest: str, **_: object) -> None:
+        self.calls.append(f"attach {bridge}")
+        if self.lose:
+            self.lose -= 1
+            from netplumb.cli.client import Code, NetplumbError
+
+            raise NetplumbError(
+                Code.NOT_FOUND, f"bridge {bridge} does not exist", field="spec.bridge"
+            )
+
+
+def test_a_new_bridge_taken_away_by_a_concurrent_run_is_made_again() -> None:
+    req = pw.parse(["brnpx9", "c1", "198.18.40.5/24"])
+    c = RacingClient(lose=1)
+    assert pw._run(c, req) == ""  # type: ignore[arg-type]
+    assert c.calls == [
+        "create brnpx9",
+        "attach brnpx9",
+        "delete brnpx9",
+        "create brnpx9",
+        "attach brnpx9",
+    ]
+
+
+def test_a_bridge_that_keeps_vanishing_is_reported_not_retried_forever() -> None:
+    from netplumb.cli.client import NetplumbError
+
+    c = RacingClient(lose=5)
+    with pytest.raises(NetplumbError):
+        pw._run(c, pw.parse(["brnpx9", "c1", "198.18.40.5/24"]))  # type: ignore[arg-type]
+    assert c.calls.count("attach brnpx9") == 3
