@@ -78,6 +78,7 @@ DEFAULT_CONFIG = "/etc/netplumb/netplumbd.toml"
 # How long doctor waits for each dependency: it is run when things are broken.
 WAIT = 3.0
 LISTED = 5  # objects named in one check's detail before "and N more"
+IP_FORWARD = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
 
 RESTART_HINT = (
     "start netplumbd (systemctl start netplumbd; 'journalctl -u netplumbd' says why it stopped)"
@@ -723,8 +724,6 @@ def read_state(path: str) -> State | None:
             doc = json.load(f)
     except FileNotFoundError:
         return None
-    except PermissionError:
-        raise
     except OSError as e:
         raise ValueError(f"cannot read it: {e.strerror}") from None
     except ValueError as e:
@@ -974,19 +973,30 @@ class Host:
 
     def _check(self, out: list[Check]) -> None:
         st = self.state
-        out.append(self._bridges())
-        out.extend(self._ovs())
-        out.append(self._docker())
-        out.append(self._endpoints())
-        out.extend(self._tunnel_paths())
-        out.append(judge_tunnels(self.view, len(st.peers)))
-        out.extend(self._mtu())
-        out.append(self._tx_checksum())
         needs = forwarding_needs(st.bridges, st.endpoints.values())
-        out.append(judge_forwarding(4, needs[4], _read_flag("/proc/sys/net/ipv4/ip_forward")))
-        out.append(
-            judge_forwarding(6, needs[6], _read_flag("/proc/sys/net/ipv6/conf/all/forwarding"))
-        )
+        steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+            ("bridges", self._bridges),
+            ("ovs", self._ovs),
+            ("docker", self._docker),
+            ("endpoints", self._endpoints),
+            ("userspace-tunnel", self._tunnel_paths),
+            ("tunnels", lambda: judge_tunnels(self.view, len(st.peers))),
+            ("overlay-mtu", self._mtu),
+            ("tx-checksum", self._tx_checksum),
+            ("forwarding-ipv4", lambda: judge_forwarding(4, needs[4], _read_flag(IP_FORWARD[4]))),
+            ("forwarding-ipv6", lambda: judge_forwarding(6, needs[6], _read_flag(IP_FORWARD[6]))),
+        ]
+        for name, step in steps:
+            try:
+                found = step()
+            except Exception as e:  # a dependency that went away mid-way, a host error
+                found = Check(
+                    name,
+                    FAIL,
+                    f"could not be checked: {type(e).__name__}: {e}",
+                    "the error says what failed; run netplumb doctor again once it is fixed",
+                )
+            out.extend(found if isinstance(found, list) else [found])
 
     # -- bridges and endpoints
 

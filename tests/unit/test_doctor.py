@@ -455,3 +455,37 @@ def test_a_broken_config_is_the_one_failing_check(tmp_path: Path) -> None:
     rc, out, _ = _cli("--json", "doctor", "--config", str(bad))
     doc = json.loads(out)
     assert rc == 7 and doc["ok"] is False and doc["checks"][0]["name"] == "config"
+
+
+def test_a_check_that_errors_fails_by_name_and_the_others_still_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from netplumb.agent.config import Config
+
+    host = doctor.Host(Config(), doctor.State(), None, timeout=1)
+
+    def boom() -> Check:
+        raise RuntimeError("OVSDB went away")
+
+    monkeypatch.setattr(host, "_bridges", boom)
+    out: list[Check] = []
+    host.check(out)
+    assert out[0] == Check(
+        "bridges",
+        FAIL,
+        "could not be checked: RuntimeError: OVSDB went away",
+        "the error says what failed; run netplumb doctor again once it is fixed",
+    )
+    assert [c.name for c in out[1:]] == [
+        "ovs",
+        "ovs-vswitchd",
+        "docker",
+        "endpoints",
+        "userspace-tunnel",
+        "tunnels",
+        "overlay-mtu",
+        "tx-checksum",
+        "forwarding-ipv4",
+        "forwarding-ipv6",
+    ]
+    assert not doctor.failed(out[1:])
