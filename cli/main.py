@@ -382,18 +382,38 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
     ndel.add_argument("name", metavar="NAME")
     cmd(nsub, "ls", "list the cluster's networks")
 
-    doc = cmd(
-        sub,
+    about = "check this host's set-up for netplumb, with or without a running daemon"
+    # Its own options: doctor looks at this host, never through --connect.
+    doc = sub.add_parser(
         "doctor",
-        "check this host's set-up for netplumb, with or without a running daemon",
+        help=about,
+        description=about,
         epilog=DOCTOR_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        out=out,
     )
     doc.add_argument(
         "--config",
         metavar="FILE",
         default=None,
         help="netplumbd's configuration (default /etc/netplumb/netplumbd.toml if present)",
+    )
+    doc.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the daemon's socket (default: the configuration's, else $NETPLUMB_SOCKET, "
+        "else /run/netplumb/netplumbd.sock)",
+    )
+    doc.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    doc.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help="how long to wait for the daemon and each dependency (default 3)",
     )
     cmd(sub, "status", "show the daemon's status")
     cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
@@ -650,7 +670,7 @@ def _doctor(
     try:
         from netplumb.agent import doctor
 
-        timeout = min(getattr(args, "timeout", doctor.WAIT), doctor.WAIT)
+        timeout = getattr(args, "timeout", doctor.WAIT)
         checks = doctor.diagnose(args.config, getattr(args, "socket", None), _ask, env, timeout)
         if json_mode:
             import json
