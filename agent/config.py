@@ -17,6 +17,7 @@ DEFAULT_SOCKET = "/run/netplumb/netplumbd.sock"
 DEFAULT_STATE_DIR = "/var/lib/netplumb"
 DEFAULT_OVSDB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -59,14 +60,23 @@ class Config:
     # DNS: resolvers for names outside the cluster's networks, comma-separated
     # IP or IP:PORT; empty: such queries are refused.
     dns_upstreams: str = ""
+    # Prometheus metrics over HTTP on ADDRESS:PORT ([ADDRESS]:PORT for IPv6);
+    # "off": none. The default is reachable from this host only.
+    metrics_address: str = DEFAULT_METRICS_ADDRESS
 
+
+_DEFAULTS = {f.name: f.default for f in fields(Config)}
 
 # Settings that only make sense with a TCP listener.
 TLS_KEYS = ("tls_cert", "tls_key", "tls_client_ca")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
-def load(path: str | None) -> Config:
+def load(path: str | None, *, check: bool = True) -> Config:
+    """The defaults with the TOML file's values. Unknown keys and values of
+    the wrong type are refused here; without ``check`` the settings' values
+    and how they fit together are left to ``validate`` (flags may still
+    complete them)."""
     if not path:
         return Config()
     try:
@@ -74,12 +84,14 @@ def load(path: str | None) -> Config:
             doc = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read it: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return _apply(Config(), doc, path)
+    return _apply(Config(), doc, path, check)
 
 
-def _apply(cfg: Config, doc: dict[str, Any], origin: str) -> Config:
+def _apply(cfg: Config, doc: dict[str, Any], origin: str, check: bool = True) -> Config:
     known = {f.name: f for f in fields(Config)}
     values: dict[str, Any] = {}
     for key, value in doc.items():
@@ -97,7 +109,8 @@ def _apply(cfg: Config, doc: dict[str, Any], origin: str) -> Config:
             raise ConfigError(f"{origin}: key {key!r} must be a non-empty string")
         values[name] = value
     cfg = replace(cfg, **values)
-    validate(cfg, origin)
+    if check:
+        validate(cfg, origin)
     return cfg
 
 
@@ -108,7 +121,16 @@ def validate(cfg: Config, origin: str) -> None:
         )
     for key in ("socket", "state_dir"):
         if not getattr(cfg, key).startswith("/"):
-            raise ConfigError(f"{origin}: {key} must be an absolute path")
+            raise ConfigError(
+                f"{origin}: {key} {getattr(cfg, key)!r} must be an absolute path "
+                f"(default {_DEFAULTS[key]})"
+            )
+    if cfg.socket_group and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", cfg.socket_group):
+        raise ConfigError(
+            f"{origin}: socket_group {cfg.socket_group!r} is not a group name "
+            "(e.g. netplumb; create it with 'groupadd --system netplumb')"
+        )
+    _validate_urls(cfg, origin)
     if cfg.ovs_datapath_type not in ("auto", "system", "netdev"):
         raise ConfigError(
             f"{origin}: ovs_datapath_type {cfg.ovs_datapath_type!r} is not auto, system or netdev"
@@ -122,6 +144,50 @@ def validate(cfg: Config, origin: str) -> None:
             ) from None
     _validate_tcp(cfg, origin)
     _validate_cluster(cfg, origin)
+    metrics_endpoint(cfg, origin)
+
+
+def _validate_urls(cfg: Config, origin: str) -> None:
+    """The OVSDB and Docker endpoints, in the forms their clients take."""
+    ovsdb = cfg.ovsdb
+    if ovsdb.startswith("unix:"):
+        ok = ovsdb[5:].startswith("/")
+    elif ovsdb.startswith("tcp:"):
+        try:
+            parse_listen(ovsdb[4:], key="ovsdb")
+            ok = True
+        except ConfigError:
+            ok = False
+    else:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"{origin}: ovsdb {ovsdb!r} is not unix:/PATH or tcp:ADDRESS:PORT "
+            f"(default {DEFAULT_OVSDB}; e.g. tcp:198.18.0.1:6640)"
+        )
+    docker = cfg.docker_url
+    scheme, sep, rest = docker.partition("://")
+    if not sep or not (
+        (scheme == "unix" and rest.startswith("/"))
+        or (scheme in ("tcp", "http", "https") and re.fullmatch(r"[^/\s]+:[0-9]{1,5}/?", rest))
+    ):
+        raise ConfigError(
+            f"{origin}: docker_url {docker!r} is not unix:///PATH or tcp://ADDRESS:PORT "
+            f"(default {DEFAULT_DOCKER_URL})"
+        )
+
+
+def metrics_endpoint(cfg: Config, origin: str = "") -> tuple[str, int] | None:
+    """Where the metrics are served, (host, port), or None when
+    metrics_address is ``off``."""
+    if cfg.metrics_address == "off":
+        return None
+    return parse_listen(
+        cfg.metrics_address,
+        origin,
+        key="metrics_address",
+        example="127.0.0.1:9464, [::1]:9464 or 198.18.0.1:9464; or off",
+    )
 
 
 def etcd_urls(cfg: Config) -> list[str]:
@@ -212,14 +278,21 @@ def _validate_tcp(cfg: Config, origin: str) -> None:
         )
 
 
-def parse_listen(value: str, origin: str = "") -> tuple[str, int]:
+def parse_listen(
+    value: str,
+    origin: str = "",
+    *,
+    key: str = "listen",
+    example: str = "198.18.0.1:7443, [2001:db8::1]:7443 or 0.0.0.0:7443",
+) -> tuple[str, int]:
     """``ADDRESS:PORT`` or ``[IPV6]:PORT`` -> (host, port). The host is an IP
-    address or a DNS name; the port 1..65535 (not 0: clients must know it)."""
+    address or a DNS name; the port 1..65535 (not 0: clients must know it).
+    ``key`` names the setting in the error."""
 
     def bad(why: str) -> NoReturn:
         raise ConfigError(
-            f"{origin + ': ' if origin else ''}listen {value!r} {why} "
-            "(expected ADDRESS:PORT, e.g. 198.18.0.1:7443, [2001:db8::1]:7443 or 0.0.0.0:7443)"
+            f"{origin + ': ' if origin else ''}{key} {value!r} {why} "
+            f"(expected ADDRESS:PORT, e.g. {example})"
         )
 
     host, sep, port_text = value.rpartition(":")
@@ -301,33 +374,58 @@ def load_tls(cfg: Config) -> TlsFiles | None:
     return files
 
 
+def check_etcd_files(cfg: Config) -> None:
+    """The etcd TLS files are readable PEM (cluster mode). Raises ConfigError
+    naming the key; nothing has been touched yet when it does."""
+    for key in ("etcd_ca", "etcd_cert", "etcd_key"):
+        path = getattr(cfg, key)
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ConfigError(
+                f"{key} ({_flag(key)}) {path}: cannot read it: {e.strerror}"
+            ) from None
+        if b"-----BEGIN " not in data:
+            raise ConfigError(f"{key} ({_flag(key)}) {path}: not a PEM file")
+
+
+def summary(cfg: Config, path: str | None) -> str:
+    """One line that says what the configuration amounts to."""
+    parts = [
+        f"from {path}" if path else "defaults and flags",
+        f"socket {cfg.socket}",
+        f"state in {cfg.state_dir}",
+    ]
+    if not cfg.listen:
+        parts.append("TCP off")
+    elif cfg.insecure_tcp:
+        parts.append(f"TCP {cfg.listen} INSECURE plaintext")
+    else:
+        parts.append(f"TCP {cfg.listen} with TLS")
+    parts.append(
+        "metrics off" if cfg.metrics_address == "off" else f"metrics on {cfg.metrics_address}"
+    )
+    urls = etcd_urls(cfg)
+    parts.append(f"cluster mode via {len(urls)} etcd endpoint(s)" if urls else "standalone")
+    return "configuration OK: " + ", ".join(parts)
+
+
 def from_args(args: argparse.Namespace) -> Config:
-    cfg = load(args.config)
-    flags = {
-        "socket": args.socket,
-        "socket_group": args.socket_group,
-        "state_dir": args.state_dir,
-        "ovsdb": args.ovsdb,
-        "docker_url": args.docker_url,
-        "log_level": args.log_level,
-        "underlay_address": args.underlay_address,
-        "ovs_datapath_type": args.ovs_datapath_type,
-        "listen": args.listen,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "tls_client_ca": args.tls_client_ca,
-        "insecure_tcp": args.insecure_tcp,
-        "etcd": args.etcd,
-        "etcd_prefix": args.etcd_prefix,
-        "etcd_ca": args.etcd_ca,
-        "etcd_cert": args.etcd_cert,
-        "etcd_key": args.etcd_key,
-        "host_name": args.host_name,
-        "cluster_ttl": args.cluster_ttl,
-        "dns_upstreams": args.dns_upstreams,
-    }
-    cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-    validate(cfg, "command line")
+    cfg = load(args.config, check=False)
+    # Every key has a flag of the same name (dest); None: not given.
+    flags = {f.name: getattr(args, f.name) for f in fields(Config)}
+    given = {k: v for k, v in flags.items() if v is not None}
+    cfg = replace(cfg, **given)
+    # The file and the flags are checked together: a file may name the TCP
+    # listener and leave its TLS files to flags.
+    if not args.config:
+        origin = "command line"
+    else:
+        origin = f"{args.config} and the command line" if given else args.config
+    validate(cfg, origin)
     return cfg
 
 

@@ -13,8 +13,10 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -23,15 +25,27 @@ from .errors import NetplumbError
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .metrics import MetricsServer
 
 log = logging.getLogger("netplumb.daemon")
 
-EPILOG = """\
-configuration: settings come from the defaults, then the TOML file given with
---config (keys: socket, socket_group, state_dir, ovsdb, docker_url,
-log_level, underlay_address, ovs_datapath_type, listen, tls_cert, tls_key,
-tls_client_ca, insecure_tcp, etcd, etcd_prefix, etcd_ca, etcd_cert, etcd_key,
-host_name, cluster_ttl, dns_upstreams), then these flags; flags win.
+
+def _key_list() -> str:
+    """The configuration keys, wrapped: made from Config so it cannot drift."""
+    keys = ", ".join(f.name for f in fields(config_mod.Config))
+    return textwrap.fill(
+        "configuration: settings come from the defaults, then the TOML file given with "
+        f"--config (keys: {keys}), then these flags; flags win. Each key is also a flag "
+        "(--KEY with '-' for '_'); deploy/config/netplumbd.toml documents every key with "
+        "its default. --check-config checks a configuration without starting.",
+        width=78,
+        break_on_hyphens=False,
+    )
+
+
+EPILOG = (
+    _key_list()
+    + """
 
 cluster mode: with --etcd the host registers itself and finds its peers
 there (no 'peer add'), builds every network defined with 'netplumb network
@@ -43,13 +57,20 @@ root and that group's members can use it. TCP is off unless --listen is given,
 and then needs TLS with client certificates (--tls-cert, --tls-key,
 --tls-client-ca) or, explicitly, --insecure-tcp. See docs/security.md.
 
+metrics: Prometheus metrics (names netplumb_*) are served on
+http://127.0.0.1:9464/metrics by default, from this host only; --metrics-address
+chooses another ADDRESS:PORT, 'off' turns them off.
+
 examples:
   netplumbd                                  # defaults, as the systemd unit runs it
   netplumbd --socket /tmp/np.sock --state-dir /tmp/np-state --log-level debug
   netplumbd --listen 198.18.0.1:7443 --tls-cert /etc/netplumb/tls/server.crt \\
       --tls-key /etc/netplumb/tls/server.key --tls-client-ca /etc/netplumb/tls/ca.crt
   netplumbd --etcd http://198.18.0.1:2379,http://198.18.0.2:2379 --host-name h1
+  netplumbd --metrics-address 198.18.0.1:9464   # a Prometheus server elsewhere scrapes it
+  netplumbd --config /etc/netplumb/netplumbd.toml --check-config   # after editing it
 """
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration (file, flags and the files they name) and exit: "
+        "0 and a one-line summary when it is valid, 2 naming the key at fault; "
+        "nothing is created or started",
+    )
     p.add_argument(
         "--socket",
         metavar="PATH",
@@ -92,6 +120,12 @@ def parser() -> argparse.ArgumentParser:
         "kernel has the OVS datapath, else netdev)",
     )
     p.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="default info")
+    p.add_argument(
+        "--metrics-address",
+        metavar="ADDRESS:PORT|off",
+        help="serve Prometheus metrics on http://ADDRESS:PORT/metrics ([IPV6]:PORT for IPv6), "
+        f"or 'off' (default {config_mod.DEFAULT_METRICS_ADDRESS}: this host only)",
+    )
     tcp = p.add_argument_group("TCP (off by default)")
     tcp.add_argument(
         "--listen",
@@ -159,9 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_mod.from_args(args)
         tls = config_mod.load_tls(cfg)
+        config_mod.check_etcd_files(cfg)
     except config_mod.ConfigError as e:
         print(f"netplumbd: {e}", file=sys.stderr)
         return 2
+    if args.check_config:
+        print(f"netplumbd: {config_mod.summary(cfg, args.config)}")
+        return 0
     setup_logging(config_mod.log_level(cfg))
     if os.geteuid() != 0:
         log.warning("not running as root: netlink changes will fail (EPERM)")
@@ -178,6 +216,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    # Bound first: a port in use stops the start before anything is touched.
+    try:
+        metrics_server = _serve_metrics(cfg)
+    except OSError as e:
+        log.error(
+            "cannot serve metrics on %s: %s; metrics_address (--metrics-address) must be a "
+            "free port on an address of this host: choose another ADDRESS:PORT, or 'off' "
+            "(ss -ltnp shows who holds a port)",
+            cfg.metrics_address,
+            e.strerror or e,
+        )
+        return 1
+    metrics = metrics_server.metrics if metrics_server is not None else None
 
     # Imported late so that --help and config errors stay fast.
     from .api.server import Server
@@ -202,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dhcp = DhcpDriver(cfg.state_dir)
     engine = Engine(store, driver, ovs, cfg.underlay_address, docker, dhcp=dhcp, tc=run_tc)
+    if metrics is not None:
+        metrics.watch(engine)  # before the start-up reconcile, which it counts
     driver.features()
     # Give a present OVS a moment to connect before the start-up reconcile
     # (OVS bridges need it) and before serving; later (re)connections
@@ -257,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         listen=cfg.listen,
         tls=tls,
         insecure_tcp=cfg.insecure_tcp,
+        metrics=metrics,
     )
     try:
         server.start()
@@ -286,11 +341,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The registration is left to expire: a restart (an upgrade) re-joins
         # within the TTL and the peers' tunnels never go down meanwhile.
         cluster.etcd.close()
+    if metrics_server is not None:
+        metrics_server.metrics.close()
+        metrics_server.close()
     ovs.close()
     docker.close()
     driver.close()
     log.info("stopped")
     return 0
+
+
+def _serve_metrics(cfg: config_mod.Config) -> MetricsServer | None:
+    """The metrics, served on metrics_address (None when it is off). Raises
+    OSError when the address cannot be bound."""
+    where = config_mod.metrics_endpoint(cfg)
+    if where is None:
+        return None
+    from prometheus_client import disable_created_metrics
+
+    from .metrics import Metrics, MetricsServer
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+    server = MetricsServer(Metrics(), *where)
+    server.start()
+    if where[0] not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "metrics on http://%s/metrics are readable by anyone who reaches that address "
+            "(bridge and peer names, counts); restrict it with a firewall, or keep the "
+            "default %s",
+            server.address,
+            config_mod.DEFAULT_METRICS_ADDRESS,
+        )
+    else:
+        log.info("serving metrics on http://%s/metrics", server.address)
+    return server
 
 
 def _join_cluster(cluster: Any, engine: Engine, cfg: config_mod.Config) -> Any:

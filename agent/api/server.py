@@ -12,9 +12,10 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +26,9 @@ from ..config import TlsFiles
 from ..engine import Engine
 from ..errors import PreconditionFailed
 from .servicer import AgentServicer
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 log = logging.getLogger("netplumb.server")
 
@@ -66,6 +70,7 @@ class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             if isinstance(request, _Undecodable):
                 log.info("%s: undecodable request refused: %s", method, request.error)
+                context.set_trailing_metadata([("netplumb-reason", "invalid-message")])
                 context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"the request is not a valid message for {method}",
@@ -75,6 +80,52 @@ class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(
             guarded,
             request_deserializer=safe_decode,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class Measured(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times every unary Agent RPC into ``metrics``. The outcome
+    is read back from the call's context, where ``status.guarded`` (or
+    UndecodableIsInvalid) left it: the status code and the netplumb-reason
+    trailing metadata. Errors are thus mapped once, in status.py."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        service, _, name = handler_call_details.method.lstrip("/").partition("/")
+        if handler is None or not handler.unary_unary or service != SERVICE_NAME:
+            return handler
+        behaviour = handler.unary_unary
+        metrics = self.metrics
+
+        def measured(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            failed = True
+            try:
+                reply = behaviour(request, context)
+                failed = False
+                return reply
+            finally:
+                seconds = time.perf_counter() - started
+                code = context.code()
+                if code is None:  # never set: OK, or an exception grpcio reports as UNKNOWN
+                    code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+                reason = ""
+                for key, value in context.trailing_metadata() or ():
+                    if key == "netplumb-reason":
+                        reason = str(value)
+                metrics.observe_rpc(name, code.name, reason, seconds)
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured,
+            request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
@@ -91,10 +142,12 @@ class Server:
         listen: str = "",
         tls: TlsFiles | None = None,
         insecure_tcp: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         """``listen`` (ADDRESS:PORT, empty for none) is served with ``tls``
         (client certificates required); without ``tls`` only if
-        ``insecure_tcp`` says so explicitly."""
+        ``insecure_tcp`` says so explicitly. With ``metrics``, every Agent
+        RPC is counted and timed there."""
         if listen and tls is None and not insecure_tcp:
             raise ValueError("a TCP listener needs TLS files or insecure_tcp=True")
         self.socket_path = socket_path
@@ -104,7 +157,11 @@ class Server:
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
             options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 << 20)],
-            interceptors=[UndecodableIsInvalid()],
+            # Measured first: it sees what UndecodableIsInvalid answers too.
+            interceptors=[
+                *([Measured(metrics)] if metrics is not None else []),
+                UndecodableIsInvalid(),
+            ],
         )
         agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(engine, state_dir), self.grpc)
         self.health = health.HealthServicer()

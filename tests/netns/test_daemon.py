@@ -68,3 +68,47 @@ def test_help_documents_every_flag() -> None:
     assert res.returncode == 0
     for flag in ("--config", "--socket", "--state-dir", "--ovsdb", "--docker-url", "--log-level"):
         assert flag in res.stdout
+
+
+def test_check_config_validates_and_touches_nothing() -> None:
+    """netplumbd --check-config, the real program: 0 and one line for a
+    good file, 2 naming the key for a bad one; no socket, no state dir."""
+    work = tempfile.mkdtemp(prefix="netplumb-check-")
+    try:
+        good = os.path.join(work, "good.toml")
+        with open(good, "w") as f:
+            f.write(
+                f'socket = "{work}/run/np.sock"\nstate_dir = "{work}/state"\n'
+                'metrics_address = "[::1]:9100"\n'
+            )
+        res = subprocess.run(
+            [NETPLUMBD, "--config", good, "--check-config"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert (res.returncode, res.stderr) == (0, "")
+        assert res.stdout.startswith(f"netplumbd: configuration OK: from {good}, socket {work}/")
+        assert "metrics on [::1]:9100" in res.stdout and res.stdout.count("\n") == 1
+        bad = os.path.join(work, "bad.toml")
+        with open(bad, "w") as f:
+            f.write(f'state_dir = "{work}/state"\nmetrics_address = "localhost"\n')
+        res = subprocess.run(
+            [NETPLUMBD, "--config", bad, "--socket", f"{work}/run/np.sock", "--check-config"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert res.returncode == 2 and res.stdout == ""
+        assert f"{bad} and the command line: metrics_address 'localhost' has no port" in res.stderr
+        assert sorted(os.listdir(work)) == ["bad.toml", "good.toml"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_help_documents_every_key_and_metrics() -> None:
+    res = subprocess.run([NETPLUMBD, "--help"], capture_output=True, text=True, timeout=10)
+    assert res.returncode == 0
+    text = " ".join(res.stdout.split())
+    for word in ("--metrics-address", "--check-config", "metrics_address", "127.0.0.1:9464"):
+        assert word in text

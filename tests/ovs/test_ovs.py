@@ -132,6 +132,8 @@ def test_peer_add_needs_the_underlay_on_an_ovs_bridge_with_the_userspace_datapat
                 h.ovsdb,
                 "--underlay-address",
                 "198.18.0.200",
+                "--metrics-address",  # h1's own agent holds 127.0.0.1:9464 there
+                "off",
             ],
         ),
         stdout=subprocess.DEVNULL,
