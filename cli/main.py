@@ -587,7 +587,10 @@ def main(
     try:
         from . import render
         from .client import Client, NetplumbError, target
-
+    except Exception as e:  # a broken installation: say so, not a NameError below
+        print(f"netplumb: internal error: cannot load the client: {_one_line(e)}", file=err)
+        return Exit.INTERNAL
+    try:
         timeout = getattr(args, "timeout", 30.0)
         try:
             where = target(

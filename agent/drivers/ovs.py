@@ -166,6 +166,9 @@ class OvsDriver:
             try:
                 self._connect()
                 log.info("connected to OVSDB at %s", self.endpoint)
+                # The reconcile below serves this ovs-vswitchd too: only a
+                # later change of its pid is a restart to act on.
+                self.vswitchd_up()
                 self._connected_again()
             except Exception as e:
                 self._last_error = f"cannot reach OVSDB at {self.endpoint}: {e}"
