@@ -13,7 +13,7 @@ import grp
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +44,9 @@ class _Undecodable:
 
 class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
     """Bytes that are not a valid protobuf message of the method's request
-    type get INVALID_ARGUMENT, for every unary method (all of the Agent
-    service, health's Check): grpcio's own answer would be INTERNAL, with a
-    traceback in the log, for what is the caller's mistake. Streaming
-    methods (health's Watch, reflection) are left as grpcio serves them."""
+    type get INVALID_ARGUMENT, for every method (the Agent service, health's
+    Check and Watch, reflection's stream): grpcio's own answer would be
+    INTERNAL, with a traceback in the log, for what is the caller's mistake."""
 
     def intercept_service(
         self,
@@ -55,10 +54,9 @@ class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None or not handler.unary_unary:
+        if handler is None or handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
-        behaviour = handler.unary_unary
         method = handler_call_details.method
 
         def safe_decode(raw: bytes) -> Any:
@@ -67,7 +65,7 @@ class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
             except Exception as e:  # DecodeError, UnicodeDecodeError, ...
                 return _Undecodable(e)
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        def refuse_undecodable(request: Any, context: grpc.ServicerContext) -> None:
             if isinstance(request, _Undecodable):
                 log.info("%s: undecodable request refused: %s", method, request.error)
                 context.set_trailing_metadata([("netplumb-reason", "invalid-message")])
@@ -75,10 +73,37 @@ class UndecodableIsInvalid(grpc.ServerInterceptor):  # type: ignore[misc]
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"the request is not a valid message for {method}",
                 )
-            return behaviour(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
+        if handler.unary_unary or handler.unary_stream:
+            behaviour = handler.unary_unary or handler.unary_stream
+
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                refuse_undecodable(request, context)
+                return behaviour(request, context)
+
+            make = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.unary_stream_rpc_method_handler
+            )
+        else:
+            streaming = handler.stream_unary or handler.stream_stream
+
+            def checked(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+                for request in requests:
+                    refuse_undecodable(request, context)
+                    yield request
+
+            def guarded_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+                return streaming(checked(requests, context), context)
+
+            make = (
+                grpc.stream_unary_rpc_method_handler
+                if handler.stream_unary
+                else grpc.stream_stream_rpc_method_handler
+            )
+        return make(
+            guarded if handler.unary_unary or handler.unary_stream else guarded_stream,
             request_deserializer=safe_decode,
             response_serializer=handler.response_serializer,
         )

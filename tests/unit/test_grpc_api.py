@@ -401,3 +401,30 @@ def test_reconcile_collects_only_this_agents_orphans(agent: Agent) -> None:
     # a bridge tagged as this agent's with no record (a crash between
     # creating and recording it) is collected too
     assert agent.host.link(HOST, "br9") is None
+
+
+@pytest.mark.parametrize(
+    "method,streaming_request",
+    [
+        ("/grpc.health.v1.Health/Watch", False),
+        ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", True),
+    ],
+)
+def test_undecodable_bytes_to_streaming_methods_are_invalid_argument(
+    agent: Agent, method: str, streaming_request: bool
+) -> None:
+    raw = b"\x0a\xff\xff\xff"  # field 1, length-delimited, a length running past the end
+    if streaming_request:
+        call = agent.channel.stream_stream(method)
+        replies = call(iter([raw]), timeout=10)
+    else:
+        call = agent.channel.unary_stream(method)  # type: ignore[assignment]
+        replies = call(raw, timeout=10)
+    with pytest.raises(grpc.RpcError) as e:
+        list(replies)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value  # type: ignore[attr-defined]
+    assert method in (e.value.details() or "")  # type: ignore[attr-defined]
+    # and the same methods still serve good requests
+    stub = reflection_pb2_grpc.ServerReflectionStub(agent.channel)
+    good = reflection_pb2.ServerReflectionRequest(list_services="")
+    assert next(iter(stub.ServerReflectionInfo(iter([good]), timeout=10))).list_services_response
