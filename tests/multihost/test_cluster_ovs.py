@@ -36,12 +36,16 @@ def np(lab: Lab, host: str, *args: str) -> dict[str, object]:
     return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
-def wait_until(cond: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
+def wait_until(cond: Callable[[], bool], within: float, what: str) -> float:
+    """Seconds until ``cond`` held (printed); fails after ``within``."""
+    t0 = time.monotonic()
     while not cond():
-        if time.monotonic() > deadline:
+        if time.monotonic() - t0 > within:
             raise AssertionError(f"{what}: not within {within} s")
         time.sleep(0.1)
+    took = time.monotonic() - t0
+    print(f"cluster OVS: {what} after {took:.2f} s")
+    return took
 
 
 def static_macs(lab: Lab, host: str, bridge: str) -> set[str]:
