@@ -30,7 +30,9 @@ def notify(message: str, env: dict[str, str] | None = None) -> bool:
 
 
 def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
-    """Half the watchdog timeout systemd asked for, in seconds, or None."""
+    """Half the watchdog timeout systemd asked for (WATCHDOG_USEC), in
+    seconds; None when it asked for none, or asked another process
+    (WATCHDOG_PID)."""
     env = dict(os.environ) if env is None else env
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
@@ -41,15 +43,20 @@ def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
     return int(usec) / 2_000_000
 
 
-def start_watchdog(stop: threading.Event, alive: object = None) -> threading.Thread | None:
-    """Send WATCHDOG=1 every half interval until ``stop`` is set."""
-    interval = watchdog_interval()
+def start_watchdog(
+    stop: threading.Event, env: dict[str, str] | None = None
+) -> threading.Thread | None:
+    """Send WATCHDOG=1 every half of the interval systemd asked for, until
+    ``stop`` is set; None (and no thread) when it asked for none. Systemd
+    arms the watchdog only once READY=1 is sent: start it after that."""
+    env = dict(os.environ) if env is None else env
+    interval = watchdog_interval(env)
     if interval is None:
         return None
 
     def beat() -> None:
         while not stop.wait(interval):
-            notify("WATCHDOG=1")
+            notify("WATCHDOG=1", env)
 
     t = threading.Thread(target=beat, name="watchdog", daemon=True)
     t.start()
