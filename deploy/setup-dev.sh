@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-PACKAGES=(iproute2 iputils-ping iputils-arping iperf3 ethtool tcpdump procps openvswitch-switch docker.io busybox-static udhcpc isc-dhcp-client dhcpcd-base dnsmasq-base python3-venv python3-pip make etcd-server)
+PACKAGES=(iproute2 iputils-ping iputils-arping iperf3 ethtool tcpdump procps openvswitch-switch docker.io busybox-static udhcpc isc-dhcp-client dhcpcd-base dnsmasq-base python3-venv python3-pip make etcd-server systemd)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
