@@ -60,6 +60,17 @@ demo-cluster: develop      ## 3 hosts in cluster mode (etcd): hosts join, contai
 demo-local: develop        ## one host: two namespaces on a Linux bridge, ping, clean up
 	deploy/demo-local.sh
 
+# As a service on this host: /opt/netplumb, /usr/local/bin, the systemd unit,
+# /etc/netplumb/netplumbd.toml, the netplumb group (deploy/install.sh --help).
+# ROOT=DIR installs into a scratch root; PURGE=1 also removes the
+# configuration, the state and the group.
+.PHONY: install uninstall
+install:                   ## install netplumb as a systemd service (again: upgrade)
+	deploy/install.sh $(if $(ROOT),--root $(ROOT))
+
+uninstall:                 ## remove what `make install` made (PURGE=1: config and state too)
+	deploy/install.sh --uninstall $(if $(PURGE),--purge) $(if $(ROOT),--root $(ROOT))
+
 bench: develop             ## benchmarks (on demand; prints figures)
 	$(PY) -m pytest -q -s tests/bench --timeout=0
 
