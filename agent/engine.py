@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -215,6 +215,7 @@ class Engine:
         self._peer_lock = threading.Lock()
         self._memo = threading.local()
         self._locks = _Locks()
+        self._vlan_links = _RWLock()  # 802.1Q sub-interfaces shared by macvlans
         self._inflight: set[str] = set()
         self._inflight_mu = threading.Lock()
         self.started = time.time()
@@ -889,6 +890,9 @@ class Engine:
                     # Under the bridge's lock: a bridge being created now is
                     # recorded before we look.
                     stack.enter_context(self._locks.bridge(want.bridge).read())
+                elif want.kind is LinkKind.MACVLAN and want.vlan:
+                    # A detach does not delete the <if>.<vid> this builds on.
+                    stack.enter_context(self._vlan_links.read())
                 bridge = self._bridge_for_attach(want.bridge) if veth else None
                 if want.name and (bridge is None or bridge.network is None):
                     raise PreconditionFailed(
@@ -1030,10 +1034,22 @@ class Engine:
     def _detach_one(self, record: EndpointRecord) -> None:
         if self.dhcp is not None and record.spec.dhcp is not None:
             self.dhcp.stop(record.id)
-        with self._guest_scope(record) as handle:
+        # No macvlan is being made on an <if>.<vid> while we decide whether
+        # to delete it (attaches hold the read side until recorded).
+        vlan = record.spec.kind is LinkKind.MACVLAN and record.spec.vlan
+        with (
+            self._guest_scope(record) as handle,
+            self._vlan_links.write() if vlan else nullcontext(),
+        ):
             ovs, _ = self._bridge_context(record.spec.bridge)
             seen = self._observe_endpoint(record, handle, ovs, False)
-            ops = plan.plan_detach(record, seen, self.store.agent_id)
+            shared = any(
+                r.id != record.id
+                and r.spec.kind is LinkKind.MACVLAN
+                and (r.parent, r.spec.vlan) == (record.parent, record.spec.vlan)
+                for r in self.store.endpoints().values()
+            )
+            ops = plan.plan_detach(record, seen, self.store.agent_id, shared)
             self._apply(ops, handle, rollback=False, what=f"endpoint {record.id}")
         self.store.delete_endpoint(record.id)
         self._release_cluster(record)

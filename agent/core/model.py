@@ -256,6 +256,7 @@ class DesiredEndpoint:
     # host interface to move in. ``vlan_base``: the NIC under ``<if>.<vid>``.
     parent: str = ""
     vlan_base: str = ""
+    vlan_alias: str = ""  # tag of a <if>.<vid> made for macvlans (shared by them)
     parent_mac: str = ""  # PHYS: restored on the way back to the host
     dhcp: bool = False  # IPv4 addresses beyond ``addresses`` are the client's
     rules: tuple[RuleSpec, ...] = ()

@@ -53,6 +53,12 @@ def endpoint_alias(endpoint_id: str, agent_id: str) -> str:
     return f"{TAG}:ep:{endpoint_id}:{agent_id}"
 
 
+def vlan_alias(agent_id: str) -> str:
+    """Tag of an 802.1Q sub-interface made for macvlan endpoints: it belongs
+    to this agent, not to one endpoint (several may share it)."""
+    return f"{TAG}:vl:{agent_id}"
+
+
 def bridge_alias(agent_id: str) -> str:
     """Alias put on a bridge netplumb created (adopted bridges keep theirs)."""
     return f"{TAG}:br:{agent_id}"

@@ -113,6 +113,7 @@ def desired_endpoint(
         kind=spec.kind,
         parent=parent,
         vlan_base=base,
+        vlan_alias=naming.vlan_alias(agent_id) if spec.kind is LinkKind.MACVLAN else "",
         parent_mac=record.parent_mac,
         dhcp=spec.dhcp is not None,
         rules=record.rules,
@@ -263,7 +264,9 @@ def _plan_fresh_other(want: DesiredEndpoint, seen: ObservedEndpoint) -> tuple[Op
                 field="spec.parent",
                 hint="'ip link' lists the host's interfaces",
             )
-        ops.append(CreateVlanLink(want.vlan_base, want.parent, want.vlan, want.alias))
+        ops.append(
+            CreateVlanLink(want.vlan_base, want.parent, want.vlan, want.vlan_alias or want.alias)
+        )
     elif parent is None:
         raise NotFound(
             f"host interface {want.parent} does not exist"
@@ -370,14 +373,25 @@ def _plan_guest_update(want: DesiredEndpoint, guest: ObservedLink) -> tuple[Op, 
     return tuple(ops)
 
 
-def plan_detach(record: EndpointRecord, seen: ObservedEndpoint, agent_id: str) -> tuple[Op, ...]:
+def plan_detach(
+    record: EndpointRecord, seen: ObservedEndpoint, agent_id: str, vlan_shared: bool = False
+) -> tuple[Op, ...]:
     """Remove what attach made. Deleting one veth end deletes both, and with
     the guest end go its addresses and routes; a moved-in host interface goes
-    back to the host under its own name and MAC. Objects not tagged for this
-    endpoint are left alone."""
+    back to the host under its own name and MAC; the ``<if>.<vid>`` made for
+    a macvlan goes with the last macvlan on it (``vlan_shared``: another
+    endpoint still uses it). Objects not tagged by netplumb are left alone."""
     alias = naming.endpoint_alias(record.id, agent_id)
     ops: list[Op] = []
     ours = seen.guest is not None and seen.guest.alias == alias
+    if record.spec.kind is LinkKind.MACVLAN and record.spec.vlan:
+        if ours:
+            ops.append(DeleteLink(Where.GUEST, record.ifname))
+        vlan = seen.parent
+        made = (naming.vlan_alias(agent_id), alias)  # (an older netplumb tagged it as the endpoint)
+        if not vlan_shared and vlan is not None and vlan.alias in made:
+            ops.append(DeleteLink(Where.HOST, vlan_link_name(record.parent, record.spec.vlan)))
+        return tuple(ops)
     if record.spec.kind is LinkKind.PHYS:
         if ours:
             ops.append(MoveToHost(record.ifname, _phys_name(record), record.parent_mac))

@@ -5,6 +5,7 @@ hook: pure logic."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 from netplumb.agent.core import naming, spec
@@ -24,6 +25,7 @@ from netplumb.agent.core.ops import (
     CreateDummy,
     CreateMacvlan,
     CreateVlanLink,
+    DeleteLink,
     MoveToGuest,
     MoveToHost,
     SetMac,
@@ -101,10 +103,37 @@ def test_macvlan_on_a_vlan_creates_the_sub_interface_or_names_the_missing_featur
     want = desired_endpoint(r, AGENT)
     assert want.parent == "eth9.7" and want.vlan_base == "eth9"
     ops = plan_endpoint(want, ObservedEndpoint(None, None, vlan_base=nic()), ALL)
-    assert ops[0] == CreateVlanLink("eth9", "eth9.7", 7, want.alias)
+    # tagged for the agent, not the endpoint: other macvlans may share it
+    assert ops[0] == CreateVlanLink("eth9", "eth9.7", 7, naming.vlan_alias(AGENT))
     with pytest.raises(KernelFeatureMissing) as e:
         plan_endpoint(want, ObservedEndpoint(None, None, vlan_base=nic()), NONE)
     assert e.value.feature == "8021q"
+
+
+def test_the_last_macvlan_on_a_vlan_takes_the_sub_interface_with_it() -> None:
+    r = record("macvlan", vlan=7)
+    want = desired_endpoint(r, AGENT)
+    guest = ObservedLink(
+        name="eth1", index=9, kind="macvlan", alias=want.alias, mac=r.mac, mtu=1500
+    )
+    made = ObservedLink(
+        name="eth9.7", index=4, kind="vlan", alias=naming.vlan_alias(AGENT), mac="", mtu=1500
+    )
+    seen = ObservedEndpoint(None, guest, parent=made)
+    assert plan_detach(r, seen, AGENT) == (
+        DeleteLink(Where.GUEST, "eth1"),
+        DeleteLink(Where.HOST, "eth9.7"),
+    )
+    # another endpoint still on eth9.7: it stays
+    assert plan_detach(r, seen, AGENT, vlan_shared=True) == (DeleteLink(Where.GUEST, "eth1"),)
+    # one that netplumb did not make (no tag, or another agent's) is never deleted
+    for alias in ("", naming.vlan_alias("ffffffff")):
+        theirs = ObservedEndpoint(None, guest, parent=replace(made, alias=alias))
+        assert plan_detach(r, theirs, AGENT) == (DeleteLink(Where.GUEST, "eth1"),)
+    # the guest is gone (its macvlan with it): the sub-interface still goes
+    assert plan_detach(r, ObservedEndpoint(None, None, parent=made), AGENT) == (
+        DeleteLink(Where.HOST, "eth9.7"),
+    )
 
 
 def test_missing_parent_and_bridge_parent_are_refused() -> None:
