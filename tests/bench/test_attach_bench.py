@@ -18,11 +18,8 @@ Environment knobs (for quick iterations): NETPLUMB_BENCH_N (default 200).
 
 from __future__ import annotations
 
-import datetime
-import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.benchio import OUT_DIR, figure, write
 from fixtures.host import NETPLUMB, Daemon, Namespaces, delete_links, link, require_root, unique
 
 N = int(os.environ.get("NETPLUMB_BENCH_N", "200"))
 WINDOW = 50  # first/last window for the growth ratio
 REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "bench" / "out" / "attach.json"
+OUT = OUT_DIR / "attach.json"
 
 BRIDGE_V4 = "198.18.0.1/16"
 BRIDGE_V6 = "2001:db8::1/64"
@@ -156,18 +154,42 @@ def verdicts(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def figures(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report's rows: p50 and p99 of every run, the growth ratios, with
+    the targets where the issue sets them."""
+    out = []
+    targets = {"grpc_attach": TARGET_GRPC_P50_MS, "cli_attach": TARGET_CLI_P50_MS}
+    for key, what in (
+        ("grpc_attach", "attach, gRPC"),
+        ("grpc_detach", "detach, gRPC"),
+        ("cli_attach", "attach, CLI end to end"),
+    ):
+        if key not in runs:
+            continue
+        r = runs[key]
+        out.append(
+            figure(f"{key}_p50_ms", f"{what}: p50", r["p50_ms"], "ms", target=targets.get(key))
+        )
+        out.append(figure(f"{key}_p99_ms", f"{what}: p99", r["p99_ms"], "ms"))
+        if key != "grpc_detach":
+            out.append(
+                figure(
+                    f"{key}_growth",
+                    f"{what}: mean of the last {r['window']} / first {r['window']}",
+                    r["growth"],
+                    "x",
+                    target=TARGET_GROWTH,
+                    note=f"{r['mean_first_ms']:.1f} ms -> {r['mean_last_ms']:.1f} ms",
+                )
+            )
+    return out
+
+
 LABELS = {
     "grpc_attach": "attach, gRPC (Attach RPC seen by the client, persistent channel)",
     "grpc_detach": "detach, gRPC (Detach RPC seen by the client, persistent channel)",
     "cli_attach": "attach, CLI end to end (subprocess of netplumb)",
 }
-
-
-def git(*argv: str) -> str:
-    res = subprocess.run(
-        ["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=False
-    )
-    return res.stdout.strip()
 
 
 # --------------------------------------------------------------- fixtures
@@ -236,15 +258,6 @@ def report() -> Iterator[dict[str, Any]]:
     if not runs:
         return
     doc = {
-        "benchmark": "attach",
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "host": {
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
         "config": {
             "attaches_per_run": N,
             "window": WINDOW,
@@ -255,8 +268,13 @@ def report() -> Iterator[dict[str, Any]]:
         "runs": runs,
         "targets": verdicts(runs),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(doc, indent=1) + "\n")
+    write(
+        "attach",
+        f"Attach and detach latency, {N} endpoints per run",
+        figures(runs),
+        {f"{k}_ms": {"label": LABELS[k], "y": runs[k]["samples_ms"]} for k in LABELS if k in runs},
+        **doc,
+    )
     print("\n\n=== netplumb attach benchmark ===")
     for key, label in LABELS.items():
         if key in runs:

@@ -18,23 +18,20 @@ Knob: NETPLUMB_BENCH_OVSDOCKER_N (default 30 attaches per tool).
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
+from fixtures.benchio import OUT_DIR, figure, percentile, write
 from fixtures.docker import Containers, ensure_image
 from fixtures.host import unique
 from fixtures.lab import lab_up, require_lab
 
 N = int(os.environ.get("NETPLUMB_BENCH_OVSDOCKER_N", "30"))
-OUT = Path(__file__).resolve().parents[2] / "bench" / "out" / "ovs_docker.json"
+OUT = OUT_DIR / "ovs_docker.json"
 TOOLS = ("netplumb", "pipework", "ovs-docker")
 
 
@@ -102,19 +99,31 @@ def test_attach_latency_against_ovs_docker() -> None:
             lab.netplumb("h1", "bridge", "del", bridge)
     medians = {t: statistics.median(samples[t]) * 1000 for t in TOOLS}
     base = medians["ovs-docker"]
+    p90 = {t: percentile([x * 1000 for x in samples[t]], 90) for t in TOOLS}
     report = {
-        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
         "attaches_per_tool": N,
         "median_ms": medians,
-        "p90_ms": {
-            t: sorted(samples[t])[max(0, int(0.9 * len(samples[t])) - 1)] * 1000 for t in TOOLS
-        },
+        "p90_ms": p90,
         "ratio_to_ovs_docker": {t: medians[t] / base for t in TOOLS},
         "target": "netplumb and pipework medians at or below ovs-docker's",
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n")
+    figs = [
+        figure(
+            f"{t}_median_ms",
+            f"attach a container to OVS, {t}: median",
+            medians[t],
+            "ms",
+            target=None if t == "ovs-docker" else base,
+            note="target: ovs-docker's median" if t != "ovs-docker" else f"p90 {p90[t]:.0f} ms",
+        )
+        for t in TOOLS
+    ]
+    series = {
+        f"{t}_ms": {"label": f"{t} (whole command)", "y": [round(x * 1000, 3) for x in samples[t]]}
+        for t in TOOLS
+    }
+    title = f"Attach a container to OVS: netplumb, pipework, ovs-docker ({N} each)"
+    write("ovs_docker", title, figs, series, **report)
     print()
     print(f"attach latency, {N} attaches each, same OVS bridge (userspace datapath)")
     for t in TOOLS:

@@ -2,7 +2,8 @@
 1000 endpoints in the store.
 
 Run on demand only (``make bench``, or ``pytest -s tests/bench/test_store_bench.py``).
-Nothing here asserts a timing: the figures are printed. Each row times
+Nothing here asserts a timing: the figures are printed and written to
+bench/out/store.json. Each row times
 put_endpoint of an existing endpoint (the state size stays N), which is the
 encode of one record plus one whole-file flush. Two columns: with the real
 fsyncs (what an attach pays, dominated by the disk under the state dir) and
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.benchio import figure, write
 from netplumb.agent import store as store_module
 from netplumb.agent.core.model import (
     EndpointRecord,
@@ -101,3 +103,18 @@ def test_store_flush(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     print(f"{'endpoints':>9}  {'p50 ms':>8}  {'no-fsync p50 ms':>15}  {'file bytes':>10}")
     for n, real, cpu, size in rows:
         print(f"{n:>9}  {real:>8.3f}  {cpu:>15.3f}  {size:>10}")
+    figs = []
+    for n, real, cpu, size in rows:
+        figs.append(
+            figure(
+                f"flush_{n}_ms",
+                f"state write at {n} endpoints: p50",
+                real,
+                "ms",
+                note=f"{size} bytes",
+            )
+        )
+        figs.append(
+            figure(f"flush_{n}_cpu_ms", f"state write at {n} endpoints, no fsync: p50", cpu, "ms")
+        )
+    write("store", f"State file writes (put_endpoint, p50 of {ROUNDS})", figs, rounds=ROUNDS)
