@@ -622,11 +622,13 @@ class Engine:
             )
         return ops
 
-    def _program_known(self, want: BridgeSpec) -> tuple[Op, ...]:
+    def _program_known(self, want: BridgeSpec, attempt: int = 0) -> tuple[Op, ...]:
         """OVS cluster networks: program the other hosts' endpoints into
         ovs-vswitchd's MAC table and ARP answer flows (Linux bridges get
         theirs in _plan_overlay). Best effort: a failure is logged and the
-        network keeps working, by flooding, until the next try."""
+        network keeps working, by flooding, until the next try. Tunnels that
+        ovs-vswitchd has not built yet (it does so just after the OVSDB
+        transaction that adds them) are tried again shortly, for some seconds."""
         if want.kind is not BridgeKind.OVS or not want.vni or not self._programs_known(want.name):
             return ()
         ovs = self._need_ovs()
@@ -636,13 +638,10 @@ class Engine:
             str(p.address): overlay.tunnel_port_name(want.name, str(p.address))
             for p in self.store.peers().values()
         }
+        remote = self._remote.get(want.name, ())
         try:
-            ops = overlay.plan_ovs_known_endpoints(
-                want.name,
-                self._remote.get(want.name, ()),
-                ports,
-                ovs.observe_known(want.name, set(ports.values())),
-            )
+            seen = ovs.observe_known(want.name, set(ports.values()))
+            ops = overlay.plan_ovs_known_endpoints(want.name, remote, ports, seen)
             self._apply(ops, None, rollback=False, what=f"known endpoints of {want.name}")
         except NetplumbError as e:
             log.warning(
@@ -652,7 +651,28 @@ class Engine:
                 e,
             )
             return ()
+        waiting = {ports[v] for _, _, v in remote if v in ports} - set(seen.ready_ports)
+        if waiting and attempt < 40:
+            retry = threading.Timer(0.25, self._retry_known, (want.name, attempt + 1))
+            retry.daemon = True
+            retry.start()
+        elif waiting:
+            log.warning(
+                "cluster: %s: tunnel(s) %s not built by ovs-vswitchd; the endpoints behind "
+                "them are reached by flooding",
+                want.name,
+                ", ".join(sorted(waiting)),
+            )
         return ops
+
+    def _retry_known(self, bridge: str, attempt: int) -> None:
+        record = self.store.bridges().get(bridge)
+        if record is None:
+            return
+        with self._locks.bridge(bridge).write():
+            current = self.store.bridges().get(bridge)
+            if current is not None:
+                self._program_known(current.spec, attempt)
 
     def _programs_known(self, bridge: str) -> bool:
         """Whether the other hosts' endpoints are programmed into ``bridge``:

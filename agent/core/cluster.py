@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -201,6 +202,9 @@ def endpoint_owner(doc: Mapping[str, Any], host: str) -> str | None:
     return None
 
 
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
 def remote_endpoints(
     ipam: Mapping[str, Mapping[str, Any]], hosts: Mapping[str, Mapping[str, Any]], me: str
 ) -> dict[str, tuple[tuple[str, str, str], ...]]:
@@ -215,8 +219,8 @@ def remote_endpoints(
         network, sep, ip = rest.partition("/")
         host = str(doc.get("host", ""))
         mac = str(doc.get("mac", "")).lower()
-        if not sep or host == me or not mac:
-            continue
+        if not sep or host == me or not _MAC.fullmatch(mac):
+            continue  # (a malformed MAC must not reach netlink or OpenFlow)
         vtep = str(hosts.get(host, {}).get("underlay", ""))
         if not vtep:
             continue

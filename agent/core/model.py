@@ -368,6 +368,9 @@ class ObservedOvsKnown:
 
     static_macs: tuple[tuple[str, str], ...] = ()
     arp_answers: tuple[tuple[str, str], ...] = ()
+    # Our tunnel ports that ovs-vswitchd has built (they have an OpenFlow
+    # port number): only those can take static entries.
+    ready_ports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

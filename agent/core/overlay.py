@@ -321,9 +321,12 @@ def plan_ovs_known_endpoints(
     tunnel to its host (no unknown-unicast flooding), and the bridge answers
     ARP for its IPv4 address with a flow (no broadcast across hosts).
     ``remote``: (ip, mac, vtep); ``tunnel_ports``: vtep -> tunnel port name;
-    endpoints behind a VTEP with no tunnel yet are left to flooding until the
-    tunnel exists (the plan runs again when peers change). IPv6 neighbour
+    endpoints behind a VTEP whose tunnel ovs-vswitchd has not built (yet,
+    or at all: a port in error) are left to flooding; the plan runs again
+    when peers or endpoints change and at every reconcile. IPv6 neighbour
     discovery is still multicast, and works as before."""
+    ready = set(seen.ready_ports)
+    tunnel_ports = {vtep: port for vtep, port in tunnel_ports.items() if port in ready}
     want_macs = {(mac, tunnel_ports[vtep]) for _, mac, vtep in remote if vtep in tunnel_ports}
     want_arp = {(ip, mac) for ip, mac, vtep in remote if vtep in tunnel_ports and ":" not in ip}
     have_macs = set(seen.static_macs)

@@ -107,16 +107,21 @@ class OvsDriver:
         """Whether ovs-vswitchd runs: its pidfile beside the OVSDB socket
         names a live ovs-vswitchd. None when that cannot be told (OVSDB over
         TCP, or no pidfile where Debian and the lab keep it)."""
+        return self._vswitchd_state()[0]
+
+    def _vswitchd_state(self) -> tuple[bool | None, int]:
+        """(vswitchd_up(), the pid running or 0). Reads only: callers that
+        merely ask (Status, metrics) must not move the watcher's baseline."""
         if not self.endpoint.startswith("unix:"):
-            return None
+            return None, 0
         pidfile = os.path.join(os.path.dirname(self.endpoint[5:]), "ovs-vswitchd.pid")
         try:
             with open(pidfile) as f:
                 pid = int(f.read().strip())
         except FileNotFoundError:
-            return False if self._vswitchd_seen else None
+            return (False if self._vswitchd_seen else None), 0
         except (OSError, ValueError):
-            return None
+            return None, 0
         try:
             with open(f"/proc/{pid}/comm") as f:
                 alive = f.read().strip() == "ovs-vswitchd"
@@ -124,12 +129,17 @@ class OvsDriver:
             alive = False
         if alive:
             self._vswitchd_seen = True
-            self._vswitchd_pid = pid
-        return True if alive else (False if self._vswitchd_seen else None)
+            return True, pid
+        return (False if self._vswitchd_seen else None), 0
 
     def _watch_vswitchd(self) -> None:
+        """Called by the connection thread only: it alone keeps the pid last
+        seen, and acts when ovs-vswitchd went away, came back, or was
+        replaced by another process between two looks."""
         before = self._vswitchd_pid
-        up = self.vswitchd_up()
+        up, pid = self._vswitchd_state()
+        if pid:
+            self._vswitchd_pid = pid
         if up is False and self._vswitchd_was_up:
             log.warning("ovs-vswitchd is not running: OVS bridges forward nothing until it is back")
             self._vswitchd_was_up = False
@@ -137,9 +147,9 @@ class OvsDriver:
             self._vswitchd_was_up = True
             log.info("ovs-vswitchd is running again")
             self._connected_again()
-        elif up and before and self._vswitchd_pid != before:
+        elif up and before and pid != before:
             # Restarted between two looks: its MAC tables and flows are new.
-            log.info("ovs-vswitchd restarted (pid %d, was %d)", self._vswitchd_pid, before)
+            log.info("ovs-vswitchd restarted (pid %d, was %d)", pid, before)
             self._connected_again()
 
     def _connected_again(self) -> None:
@@ -168,7 +178,7 @@ class OvsDriver:
                 log.info("connected to OVSDB at %s", self.endpoint)
                 # The reconcile below serves this ovs-vswitchd too: only a
                 # later change of its pid is a restart to act on.
-                self.vswitchd_up()
+                self._vswitchd_pid = self._vswitchd_state()[1] or self._vswitchd_pid
                 self._connected_again()
             except Exception as e:
                 self._last_error = f"cannot reach OVSDB at {self.endpoint}: {e}"
@@ -438,22 +448,29 @@ class OvsDriver:
     def observe_known(self, bridge: str, ports: set[str]) -> ObservedOvsKnown:
         """The static MAC entries of ``bridge`` that point at one of
         ``ports`` (our tunnels), and our ARP answer flows on it."""
+        if self.vswitchd_up() is False:
+            raise DependencyUnavailable(
+                "ovs-vswitchd is not running", hint="netplumbd programs the bridge when it is back"
+            )
         rundir = self.rundir
         if rundir is not None:
             # A (re)started ovs-vswitchd opens a bridge's OpenFlow socket once
             # it has built the bridge from OVSDB: wait for it a little.
             mgmt = os.path.join(rundir, f"{bridge}.mgmt")
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 2
             while not os.path.exists(mgmt) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        ofports = self._replica(
-            "OVS interfaces",
-            lambda tables: {
-                int(r.ofport[0] if isinstance(r.ofport, list) else r.ofport): r.name
-                for r in list(tables["Interface"].rows.values())
-                if r.name in ports and r.ofport not in ([], None, -1)
-            },
-        )
+
+        def read(tables: Any) -> dict[int, str]:
+            out = {}
+            for r in list(tables["Interface"].rows.values()):
+                if r.name in ports:
+                    n = _first_int(r.ofport)
+                    if n > 0:  # built by ovs-vswitchd (-1: in error; none: not yet)
+                        out[n] = r.name
+            return out
+
+        ofports = self._replica("OVS interfaces", read)
         static: list[tuple[str, str]] = []
         for line in self._appctl("fdb/show", bridge).splitlines()[1:]:
             cols = line.split()
@@ -472,20 +489,13 @@ class OvsDriver:
             mac = overlay.cookie_mac(int(fields.get("cookie", "0"), 16))
             if mac is not None and "arp_tpa" in fields:
                 answers.append((fields["arp_tpa"], mac))
-        return ObservedOvsKnown(tuple(sorted(static)), tuple(sorted(answers)))
+        return ObservedOvsKnown(
+            tuple(sorted(static)), tuple(sorted(answers)), tuple(sorted(ofports.values()))
+        )
 
     def _program(self, op: Op) -> None:
         if isinstance(op, SetOvsStaticMac):
-            # ovs-vswitchd adds a port some milliseconds after the OVSDB
-            # transaction that created it: a new tunnel may not be there yet.
-            for attempt in range(20):
-                try:
-                    self._appctl("fdb/add", op.bridge, op.port, "0", op.mac)
-                    return
-                except InternalError:
-                    if attempt == 19:
-                        raise
-                    time.sleep(0.05)
+            self._appctl("fdb/add", op.bridge, op.port, "0", op.mac)
         elif isinstance(op, DelOvsStaticMac):
             try:
                 self._appctl("fdb/del", op.bridge, "0", op.mac)

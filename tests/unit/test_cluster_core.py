@@ -118,6 +118,10 @@ def test_remote_endpoints_from_ipam_and_hosts() -> None:
         "ipam/web/198.19.10.7": {"host": "h9", "endpoint": "e3", "mac": "02:00:00:00:00:07"},
         "ipam/db/198.19.20.5": {"host": "h2", "endpoint": "e4", "mac": "02:00:00:00:00:08"},
         "ipam/db/198.19.20.6": {"host": "h2", "endpoint": "e5"},  # no MAC: flooded as before
+        # malformed MACs (a bad record, a hostile writer) never reach netlink or OpenFlow
+        "ipam/db/198.19.20.7": {"host": "h2", "endpoint": "e6", "mac": "02:00:00:00:00:0g"},
+        "ipam/db/198.19.20.8": {"host": "h2", "endpoint": "e7", "mac": " 02:00:00:00:00:09"},
+        "ipam/db/198.19.20.9": {"host": "h2", "endpoint": "e8", "mac": "02:00:00:00:00:09,x"},
     }
     hosts = {"h1": {"underlay": "198.18.0.11"}, "h2": {"underlay": "198.18.0.12"}}
     assert cluster.remote_endpoints(ipam, hosts, "h1") == {
