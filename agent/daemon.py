@@ -58,7 +58,7 @@ and then needs TLS with client certificates (--tls-cert, --tls-key,
 --tls-client-ca) or, explicitly, --insecure-tcp. See docs/security.md.
 
 metrics: Prometheus metrics (names netplumb_*) are served on
-http://127.0.0.1:9464/metrics by default, from this host only; --metrics-address
+http://127.0.0.1:9464/metrics by default, to any user of this host; --metrics-address
 chooses another ADDRESS:PORT, 'off' turns them off.
 
 examples:
@@ -124,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
         "--metrics-address",
         metavar="ADDRESS:PORT|off",
         help="serve Prometheus metrics on http://ADDRESS:PORT/metrics ([IPV6]:PORT for IPv6), "
-        f"or 'off' (default {config_mod.DEFAULT_METRICS_ADDRESS}: this host only)",
+        f"or 'off' (default {config_mod.DEFAULT_METRICS_ADDRESS}: local users only)",
     )
     tcp = p.add_argument_group("TCP (off by default)")
     tcp.add_argument(

@@ -47,7 +47,9 @@ PREFIX = "netplumb_"
 # the lease (seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # RPCs that change nothing: the state the sampler reads cannot have moved.
-_READ_ONLY = ("List", "Get")
+_READ_ONLY = ("List", "Get", "Check")
+# Concurrent scrapes served at once; more connections are closed unanswered.
+MAX_CONNECTIONS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +319,32 @@ class MetricsServer:
         family, port = _family(self.host, self.port), self.port
         app = _only_metrics(make_wsgi_app(self.metrics.registry))
 
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
         class Server(ThreadingWSGIServer):
             address_family = family
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                # Any local user can open connections: a thread each, but
+                # only MAX_CONNECTIONS at a time; the rest are closed at once.
+                if not slots.acquire(blocking=False):
+                    self.shutdown_request(request)
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    slots.release()
+                    raise
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that hangs up or times out is not worth a traceback.
+                log.debug("metrics: connection from %s failed", client_address, exc_info=True)
 
             def server_bind(self) -> None:
                 # HTTPServer.server_bind resolves the host name of the bound
@@ -330,7 +356,7 @@ class MetricsServer:
         from wsgiref.simple_server import WSGIRequestHandler
 
         class Handler(WSGIRequestHandler):
-            timeout = 10  # a client that sends nothing does not hold a thread
+            timeout = 3  # a client that sends nothing does not hold a slot for long
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -306,3 +306,45 @@ def test_an_error_without_a_reason_is_named_after_its_code() -> None:
     m = Metrics()
     m.observe_rpc("GetStatus", "DEADLINE_EXCEEDED", "", 1.0)
     assert value(m, "netplumb_rpc_errors_total", method="GetStatus", reason="deadline-exceeded")
+
+
+def test_the_http_server_serves_a_bounded_number_of_connections_at_once(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Any local user can connect to the metrics port: idle connections take
+    at most MAX_CONNECTIONS threads; more are closed unanswered, and no
+    traceback reaches the log for clients that go away."""
+    import socket
+
+    from netplumb.agent.metrics import MAX_CONNECTIONS, MetricsServer
+
+    server = MetricsServer(Metrics(), "127.0.0.1", 0)
+    server.start()
+    idle: list[socket.socket] = []
+    try:
+        assert server._httpd is not None
+        port = server._httpd.server_address[1]
+        for _ in range(MAX_CONNECTIONS):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        extra.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        assert extra.recv(100) == b""  # closed, unanswered
+        extra.close()
+        for s in idle[:2]:
+            s.close()  # hung up without a request
+        idle = idle[2:]
+        deadline = time.monotonic() + 5
+        while True:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                reply = c.recv(100)
+            if reply or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert reply.startswith(b"HTTP/1.0 200"), reply
+    finally:
+        for s in idle:
+            s.close()
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
