@@ -149,8 +149,8 @@ def judge_config(path: str, exists: bool, error: str) -> Check:
             "config",
             FAIL,
             error,
-            f"fix {path}: netplumbd refuses to start with it "
-            "(deploy/config/netplumbd.toml lists every key)",
+            f"fix {path}: netplumbd refuses to start with it unless its command line "
+            "supplies what is missing (deploy/config/netplumbd.toml lists every key)",
         )
     if not exists:  # given but missing is an error load() reported
         return Check("config", PASS, f"no {path}: netplumbd's defaults")
@@ -853,11 +853,18 @@ def load_config(path: str | None) -> tuple[str, bool, config_mod.Config, str]:
     if not exists and not given:
         return path, False, config_mod.Config(), ""
     try:
-        return path, exists, config_mod.load(path), ""
+        cfg = config_mod.load(path, check=False)  # unknown keys and wrong types: refused
     except config_mod.ConfigError as e:
         return path, exists, config_mod.Config(), str(e)
     except OSError as e:
         return path, exists, config_mod.Config(), f"cannot read {path}: {e.strerror}"
+    try:
+        config_mod.validate(cfg, path)
+    except config_mod.ConfigError as e:
+        # The other checks still go by what the file says (a command line
+        # may supply the rest, e.g. TLS files for its listen).
+        return path, exists, cfg, str(e)
+    return path, exists, cfg, ""
 
 
 def socket_for(cfg: config_mod.Config, explicit: str | None, env: Mapping[str, str]) -> str:

@@ -402,6 +402,13 @@ def test_the_config_is_the_given_file_else_the_default_one_else_the_defaults(
     _, _, _, error = doctor.load_config(str(bad))
     assert "unknown key 'sockett'" in error
     assert doctor.judge_config(str(bad), True, error).status == FAIL
+    # incomplete without a command line (TLS files for listen): named as such,
+    # and the other checks go by what the file says
+    partial = tmp_path / "partial.toml"
+    partial.write_text('socket = "/srv/np.sock"\nlisten = "198.18.0.1:7443"\n')
+    _, _, cfg, error = doctor.load_config(str(partial))
+    assert "tls_cert" in error and cfg.socket == "/srv/np.sock"
+    assert "unless its command line" in str(doctor.judge_config(str(partial), True, error).fix)
 
 
 def test_the_socket_checked_is_the_flag_else_the_configs_else_the_environments() -> None:
