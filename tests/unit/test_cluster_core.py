@@ -163,3 +163,99 @@ def test_known_endpoints_are_programmed_and_forgotten() -> None:
         DelNeigh("web", "198.19.10.6", "02:00:00:00:00:06"),
         DelFdbMac("npvx10", "02:00:00:00:00:06", "198.18.0.12"),
     )
+
+
+# ----------------------------------------- networks defined at the same time
+
+
+class RacingEtcd:
+    """An in-memory etcd with revisions, for Cluster.create_network: before
+    answering the ``race``-th create of a network, another host's network
+    lands (as if written between our snapshot and our write)."""
+
+    def __init__(self, other: dict[str, dict[str, object]], race: int = 1) -> None:
+        self.kv: dict[str, tuple[dict[str, object], int]] = {}
+        self.rev = 1
+        self.other = other
+        self.race = race
+
+    def _put(self, key: str, value: dict[str, object]) -> None:
+        self.rev += 1
+        self.kv[key] = (value, self.rev)
+
+    def get(self, key: str) -> dict[str, object] | None:
+        return self.kv[key][0] if key in self.kv else None
+
+    def get_prefix(self, prefix: str) -> tuple[dict[str, dict[str, object]], int]:
+        return {k: v for k, (v, _) in self.kv.items() if k.startswith(prefix)}, self.rev
+
+    def create(
+        self, key: str, value: dict[str, object], unchanged: tuple[str, int] | None = None
+    ) -> bool:
+        if key.startswith("networks/") and self.race:
+            self.race -= 1
+            for k, v in self.other.items():
+                self._put(k, v)
+        if key in self.kv:
+            return False
+        if unchanged is not None:
+            prefix, rev = unchanged
+            if any(k.startswith(prefix) and r > rev for k, (_, r) in self.kv.items()):
+                return False
+        self._put(key, value)
+        return True
+
+    def delete_if(self, key: str, value: dict[str, object]) -> bool:
+        if self.get(key) == value:
+            del self.kv[key]
+            return True
+        return False
+
+
+def _cluster(etcd: RacingEtcd) -> object:
+    from netplumb.agent.cluster import Cluster
+
+    return Cluster(etcd, "h1", "a1b2c3d4", "0", 3)  # type: ignore[arg-type]
+
+
+def test_an_overlapping_network_written_meanwhile_makes_the_create_fail() -> None:
+    from netplumb.agent.core.spec import network_spec
+    from netplumb.agent.errors import Conflict
+
+    theirs = network_spec("theirs", "198.19.124.0/24", 4310)
+    etcd = RacingEtcd({cluster.network_key("theirs"): cluster.network_to_doc(theirs)})
+    c = _cluster(etcd)
+    mine = network_spec("mine", "198.19.124.128/25", 4311)
+    with pytest.raises(Conflict) as e:
+        c.create_network(mine)  # type: ignore[attr-defined]
+    assert "overlaps 198.19.124.0/24 of network theirs" in e.value.message
+    assert etcd.get(cluster.network_key("mine")) is None
+    assert etcd.get(cluster.vni_key(4311)) is None  # the VNI claim is given back
+
+
+def test_a_network_written_meanwhile_that_does_not_overlap_only_costs_a_retry() -> None:
+    from netplumb.agent.core.spec import network_spec
+
+    theirs = network_spec("theirs", "198.19.125.0/24", 4312)
+    etcd = RacingEtcd({cluster.network_key("theirs"): cluster.network_to_doc(theirs)})
+    c = _cluster(etcd)
+    mine = network_spec("mine", "198.19.126.0/24", 4313)
+    assert c.create_network(mine) == (mine, True)  # type: ignore[attr-defined]
+    assert etcd.get(cluster.network_key("mine")) == cluster.network_to_doc(mine)
+
+
+def test_networks_defined_faster_than_one_can_check_give_unavailable() -> None:
+    from netplumb.agent.core.spec import network_spec
+    from netplumb.agent.errors import DependencyUnavailable
+
+    class Busy(RacingEtcd):
+        def create(self, key: str, value: dict[str, object], unchanged: object = None) -> bool:
+            if key.startswith("networks/"):
+                self._put(f"networks/x{self.rev}", {})  # someone always gets in first
+                return False
+            return super().create(key, value)
+
+    etcd = Busy({})
+    with pytest.raises(DependencyUnavailable):
+        _cluster(etcd).create_network(network_spec("mine", "198.19.127.0/24", 4314))  # type: ignore[attr-defined]
+    assert etcd.get(cluster.vni_key(4314)) is None
