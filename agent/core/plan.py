@@ -388,8 +388,13 @@ def plan_detach(
         if ours:
             ops.append(DeleteLink(Where.GUEST, record.ifname))
         vlan = seen.parent
-        made = (naming.vlan_alias(agent_id), alias)  # (an older netplumb tagged it as the endpoint)
-        if not vlan_shared and vlan is not None and vlan.alias in made:
+        # Ours: tagged for this agent, or (by an older netplumb) for one of
+        # its endpoints, maybe not this one.
+        made = vlan is not None and (
+            vlan.alias == naming.vlan_alias(agent_id)
+            or (naming.parse_endpoint_alias(vlan.alias) or ("", ""))[1] == agent_id
+        )
+        if not vlan_shared and made:
             ops.append(DeleteLink(Where.HOST, vlan_link_name(record.parent, record.spec.vlan)))
         return tuple(ops)
     if record.spec.kind is LinkKind.PHYS:

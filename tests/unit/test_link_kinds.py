@@ -124,6 +124,11 @@ def test_the_last_macvlan_on_a_vlan_takes_the_sub_interface_with_it() -> None:
         DeleteLink(Where.GUEST, "eth1"),
         DeleteLink(Where.HOST, "eth9.7"),
     )
+    # tagged by an older netplumb for the endpoint that made it, maybe another
+    other = naming.endpoint_alias("0123456789abcdef", AGENT)
+    assert plan_detach(r, replace(seen, parent=replace(made, alias=other)), AGENT)[-1] == (
+        DeleteLink(Where.HOST, "eth9.7")
+    )
     # another endpoint still on eth9.7: it stays
     assert plan_detach(r, seen, AGENT, vlan_shared=True) == (DeleteLink(Where.GUEST, "eth1"),)
     # one that netplumb did not make (no tag, or another agent's) is never deleted
