@@ -92,6 +92,7 @@ class BridgeView:
     endpoint_count: int
     endpoint_mtu: int = 0
     datapath_type: str = ""
+    created: bool = False  # create_bridge: made by this call
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,7 @@ class Engine:
                     "created" if record.owned else "adopted",
                     f" ({'; '.join(map(str, ops))})" if ops else "",
                 )
-            return self._bridge_view(record)
+            return replace(self._bridge_view(record), created=existing is None and record.owned)
 
     def _existing_kind(self, name: str) -> BridgeKind:
         """The kind of the bridge called ``name``: its record's, else that of

@@ -357,12 +357,12 @@ def _run(client: object, req: Attach | Sub) -> str:
         if kind == "veth" and (attempt or bridge not in known):
             # A bridge netplumb already knows is used as it is (it may carry
             # addresses, an MTU or a VNI that an empty request would contradict).
-            made = c.create_bridge(bridge, _host_kind(bridge)).owned  # type: ignore[attr-defined]
+            made = c.create_bridge(bridge, _host_kind(bridge)).created  # type: ignore[attr-defined]
         try:
             _attach(c, req, kind, parent, bridge, client, options, keep)
             return ""
         except Exception as e:
-            if made:  # nothing half-made: the bridge this command created goes too
+            if made:  # nothing half-made: the bridge this very call created goes too
                 try:
                     c.delete_bridge(bridge)  # type: ignore[attr-defined]
                 except Exception:  # the attach's error is the one to report

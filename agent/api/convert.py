@@ -83,6 +83,7 @@ def bridge_out(v: BridgeView) -> pb.Bridge:
             tunnel=_TUNNEL_OUT.get(s.tunnel, pb.TUNNEL_TYPE_UNSPECIFIED),
         ),
         owned=v.record.owned,
+        created=v.created,
         present=v.present,
         mtu=v.mtu,
         endpoint_count=v.endpoint_count,

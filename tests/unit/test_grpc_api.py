@@ -245,7 +245,10 @@ def test_reflection_lists_the_services(agent: Agent) -> None:
 def test_bridge_create_is_idempotent_and_owned(agent: Agent) -> None:
     first = create_bridge(agent, addresses=["198.18.0.1/24"])
     second = create_bridge(agent, addresses=["198.18.0.1/24"])
-    assert first == second and first.owned and first.present
+    assert first.owned and first.present and first.created
+    assert not second.created  # the second call made nothing
+    second.created = True
+    assert first == second
     br = agent.host.link(HOST, "br0")
     assert (
         br is not None
@@ -260,7 +263,8 @@ def test_bridge_create_is_idempotent_and_owned(agent: Agent) -> None:
 
 def test_existing_foreign_bridge_is_adopted_and_never_deleted(agent: Agent) -> None:
     agent.host.add_link(HOST, "bri0", "bridge", up=True)
-    assert not create_bridge(agent, "bri0").owned
+    adopted = create_bridge(agent, "bri0")
+    assert not adopted.owned and not adopted.created
     reply = agent.stub.DeleteBridge(pb.DeleteBridgeRequest(name="bri0"), timeout=10)
     assert reply.existed and not reply.deleted_link
     assert agent.host.link(HOST, "bri0") is not None

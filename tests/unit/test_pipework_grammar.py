@@ -123,10 +123,12 @@ def test_wait_times_out_without_the_interface(tmp_path: object) -> None:
 
 class RacingClient:
     """Another pipework run made the same new bridge, failed, and deleted it
-    between this run's create_bridge and its attach (``lose`` times)."""
+    between this run's create_bridge and its attach (``lose`` times). With
+    ``created``, this run's own create_bridge is the one that made it."""
 
-    def __init__(self, lose: int) -> None:
+    def __init__(self, lose: int, created: bool = False) -> None:
         self.lose = lose
+        self.created = created
         self.calls: list[str] = []
 
     def list_bridges(self) -> list[object]:
@@ -134,7 +136,7 @@ class RacingClient:
 
     def create_bridge(self, name: str, kind: str) -> object:
         self.calls.append(f"create {name}")
-        return type("Bridge", (), {"owned": True})()
+        return type("Bridge", (), {"owned": True, "created": self.created})()
 
     def delete_bridge(self, name: str) -> None:
         self.calls.append(f"delete {name}")
@@ -154,13 +156,25 @@ def test_a_new_bridge_taken_away_by_a_concurrent_run_is_made_again() -> None:
     req = pw.parse(["brnpx9", "c1", "198.18.40.5/24"])
     c = RacingClient(lose=1)
     assert pw._run(c, req) == ""  # type: ignore[arg-type]
-    assert c.calls == [
-        "create brnpx9",
-        "attach brnpx9",
-        "delete brnpx9",
-        "create brnpx9",
-        "attach brnpx9",
-    ]
+    # not created by this run: never deleted by it
+    assert c.calls == ["create brnpx9", "attach brnpx9", "create brnpx9", "attach brnpx9"]
+
+
+def test_a_failed_run_deletes_only_a_bridge_it_created_itself() -> None:
+    from netplumb.cli.client import Code, NetplumbError
+
+    req = pw.parse(["brnpx9", "c1", "198.18.40.5/24"])
+
+    class Failing(RacingClient):
+        def attach(self, bridge: str, guest: str, **_: object) -> None:
+            self.calls.append(f"attach {bridge}")
+            raise NetplumbError(Code.INVALID_ARGUMENT, "bad", field="spec.addresses")
+
+    for created in (True, False):
+        c = Failing(lose=0, created=created)
+        with pytest.raises(NetplumbError):
+            pw._run(c, req)  # type: ignore[arg-type]
+        assert ("delete brnpx9" in c.calls) is created
 
 
 def test_a_bridge_that_keeps_vanishing_is_reported_not_retried_forever() -> None:

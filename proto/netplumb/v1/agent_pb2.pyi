@@ -68,7 +68,7 @@ class BridgeSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[BridgeKind, str]] = ..., addresses: _Optional[_Iterable[str]] = ..., mtu: _Optional[int] = ..., vni: _Optional[int] = ..., tunnel: _Optional[_Union[TunnelType, str]] = ...) -> None: ...
 
 class Bridge(_message.Message):
-    __slots__ = ("spec", "owned", "present", "mtu", "endpoint_count", "datapath_type", "endpoint_mtu")
+    __slots__ = ("spec", "owned", "present", "mtu", "endpoint_count", "datapath_type", "endpoint_mtu", "created")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     OWNED_FIELD_NUMBER: _ClassVar[int]
     PRESENT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class Bridge(_message.Message):
     ENDPOINT_COUNT_FIELD_NUMBER: _ClassVar[int]
     DATAPATH_TYPE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_MTU_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
     spec: BridgeSpec
     owned: bool
     present: bool
@@ -83,7 +84,8 @@ class Bridge(_message.Message):
     endpoint_count: int
     datapath_type: str
     endpoint_mtu: int
-    def __init__(self, spec: _Optional[_Union[BridgeSpec, _Mapping]] = ..., owned: _Optional[bool] = ..., present: _Optional[bool] = ..., mtu: _Optional[int] = ..., endpoint_count: _Optional[int] = ..., datapath_type: _Optional[str] = ..., endpoint_mtu: _Optional[int] = ...) -> None: ...
+    created: bool
+    def __init__(self, spec: _Optional[_Union[BridgeSpec, _Mapping]] = ..., owned: _Optional[bool] = ..., present: _Optional[bool] = ..., mtu: _Optional[int] = ..., endpoint_count: _Optional[int] = ..., datapath_type: _Optional[str] = ..., endpoint_mtu: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class CreateBridgeRequest(_message.Message):
     __slots__ = ("spec",)
