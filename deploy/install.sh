@@ -2,6 +2,9 @@
 # Install netplumb from this checkout as a systemd service, or remove it.
 # Run as root on Debian; `deploy/install.sh --help` explains.
 set -euo pipefail
+# The virtualenv is made by venv and pip, which follow the umask: members of
+# the group netplumb run the netplumb command from it.
+umask 022
 
 usage() {
     cat <<'EOF'
@@ -9,11 +12,14 @@ usage: deploy/install.sh [--root DIR]
        deploy/install.sh --uninstall [--purge] [--root DIR]
 
 Installs netplumb from this checkout (as root):
-  /opt/netplumb/venv                    a virtualenv with netplumb and its pinned
-                                        dependencies (a normal install, not editable)
+  /opt/netplumb/venv-<UTC time>         a virtualenv with netplumb and its pinned
+                                        dependencies (a normal install, not editable),
+                                        a new one for every install
+  /opt/netplumb/venv                    a link to the virtualenv in use: the unit and
+                                        the commands go through it
   /opt/netplumb/README.md, docs/        the documentation the unit points to
   /usr/local/bin/netplumbd, netplumb, pipework
-                                        links into the virtualenv
+                                        links into /opt/netplumb/venv/bin
   /etc/systemd/system/netplumbd.service the unit (then 'systemctl daemon-reload'
                                         if systemd runs, and a restart of a running
                                         netplumbd, so an upgrade takes effect)
@@ -21,10 +27,22 @@ Installs netplumb from this checkout (as root):
                                         there is none (yours is never overwritten)
   group netplumb                        a system group: its members may use the socket
 
-Running it again upgrades the installation to this checkout.
+Running it again upgrades the installation to this checkout, never touching
+the virtualenv a running netplumbd uses: the new version is built in a new
+/opt/netplumb/venv-<UTC time>, and its netplumbd checks the configuration in
+use (--check-config). If that fails, the new directory is removed, nothing
+else has changed (the previous version stays installed, and running) and the
+exit status is 1: fix the configuration and run this again. If it passes, the
+files are updated, the link /opt/netplumb/venv is switched to the new
+directory in one step (a rename), a running netplumbd is restarted, and the
+older venv-* directories are removed, except one that a process still runs
+from (a netplumbd started by hand: restart it, then run this again). No older
+version is kept: to go back, run install.sh from that version's checkout.
+Only one install.sh runs at a time (a lock in /opt/netplumb).
 
-  --uninstall  remove what the install made; keeps the configuration, the state
-               (/var/lib/netplumb) and the group, so a reinstall carries on
+  --uninstall  remove what the install made (every venv-* directory included);
+               keeps the configuration, the state (/var/lib/netplumb) and the
+               group, so a reinstall carries on
   --purge      with --uninstall: also remove /etc/netplumb/netplumbd.toml,
                /var/lib/netplumb and the group. Bridges and interfaces netplumb
                made stay on the host: detach and delete them first if they must go
@@ -37,12 +55,15 @@ examples:
   make install                            # the same as deploy/install.sh
   systemctl enable --now netplumbd        # then start it, now and at boot
   usermod -aG netplumb alice              # let alice use the netplumb command
+  readlink /opt/netplumb/venv             # the virtualenv in use, e.g. venv-20250102T030405Z
   make uninstall                          # deploy/install.sh --uninstall
   deploy/install.sh --uninstall --purge   # everything, configuration and state too
   deploy/install.sh --root /tmp/np-root   # a scratch installation
 
 environment: PYTHON (default /usr/bin/python3; 3.11 or newer, installed outside
 /root, /home and /tmp, which the unit hides) builds the virtualenv.
+
+exit status: 0 done; 1 refused or failed (the message says why and what to do).
 EOF
 }
 
@@ -140,6 +161,102 @@ has_group() {
     fi
 }
 
+# Only one install.sh at a time: another one's new virtualenv is not ours to
+# sweep. The lock is on a file in $OPT, released when this script exits.
+lock() {
+    exec 9>>"$OPT/.lock"
+    flock -n 9 || die "another deploy/install.sh is running (it holds $OPT/.lock): wait for it, then run this again"
+}
+
+# PIDs of the processes whose program runs from directory $1: argv[0], which
+# for a script of a virtualenv is the interpreter its shebang names.
+running_from() {
+    local f argv0 pids=()
+    for f in /proc/[0-9]*/cmdline; do
+        IFS= read -r -d '' argv0 2>/dev/null <"$f" || continue
+        case "$argv0" in
+        "$1"/*)
+            f=${f#/proc/}
+            pids+=("${f%/cmdline}")
+            ;;
+        esac
+    done
+    echo "${pids[*]}"
+}
+
+# A new directory $OPT/venv-<UTC time> (-2, -3... should that one exist).
+new_venv_dir() {
+    local stamp dir n=1
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    dir=$OPT/venv-$stamp
+    until mkdir -m 0755 "$dir" 2>/dev/null; do
+        [ -e "$dir" ] || die "cannot make $dir (see above)"
+        n=$((n + 1))
+        dir=$OPT/venv-$stamp-$n
+    done
+    echo "$dir"
+}
+
+# Makes $VENV a link to $1 in one rename(2), which replaces a link but not a
+# directory: a virtualenv of the old layout, a directory at $VENV, is first
+# renamed aside (for the instant between the two renames $VENV is missing)
+# and swept with the other old ones.
+switch_to() {
+    local target=$1 tmp_link=$OPT/venv.tmp
+    if [ -d "$VENV" ] && [ ! -L "$VENV" ]; then
+        rm -rf "$OPT/venv-old"
+        mv -T "$VENV" "$OPT/venv-old"
+    fi
+    ln -sfn "$(basename "$target")" "$tmp_link"
+    mv -T "$tmp_link" "$VENV"
+}
+
+# Removes the virtualenvs in $OPT other than $1 (the one $VENV now points
+# to), except one a process still runs from (a netplumbd started by hand,
+# whose late imports would fail).
+sweep() {
+    local keep=$1 dir pids
+    for dir in "$OPT"/venv-*; do
+        [ -d "$dir" ] && [ ! -L "$dir" ] && [ "$dir" != "$keep" ] || continue
+        pids=$(running_from "$dir")
+        if [ -n "$pids" ]; then
+            echo "kept $dir: process $pids still runs from it (ps -fp ${pids// /,})." \
+                "Restart it (a netplumbd then runs the new version); the next install removes $dir, or rm -rf it"
+        else
+            rm -rf "$dir"
+            echo "removed the previous virtualenv $dir"
+        fi
+    done
+}
+
+# Removes $OPT and the directories outside it that the install made.
+remove_opt() {
+    local dirs=() i
+    [ ! -f "$MADE" ] || mapfile -t dirs <"$MADE"
+    rm -rf "$OPT"
+    for ((i = ${#dirs[@]} - 1; i >= 0; i--)); do
+        rmdir "${dirs[i]}" 2>/dev/null || true # gone, or holds other files
+    done
+}
+
+# On the way out of install_all: the copy of the sources, a new virtualenv
+# that did not become the one in use, and $OPT itself if this first install
+# failed before it changed anything else.
+TMP=""
+NEW=""
+SWITCHED=0
+FIRST=0
+CHECKED=0
+on_exit() {
+    [ -z "$TMP" ] || rm -rf "$TMP"
+    if [ -n "$NEW" ] && [ "$SWITCHED" = 0 ]; then
+        rm -rf "$NEW"
+    fi
+    if [ "$FIRST" = 1 ] && [ "$CHECKED" = 0 ]; then
+        remove_opt
+    fi
+}
+
 install_all() {
     # The system's Python by default, not whatever python3 comes first on
     # root's PATH (pyenv and the like live in /root, which the unit hides).
@@ -169,29 +286,49 @@ install_all() {
         die "$UNIT exists and does not run $VENV/bin/netplumbd: move it aside and run this again"
     fi
 
-    mkdirs "$OPT"
-    # The virtualenv: kept across upgrades, made again if its Python changed.
-    local want have
-    want=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-    have=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
-    if [ "$have" != "$want" ]; then
-        echo "making the virtualenv $VENV (Python $want)"
-        "$python" -m venv --clear "$VENV"
+    if [ -e "$VENV" ] && [ ! -L "$VENV" ] && [ ! -d "$VENV" ]; then
+        die "$VENV is neither a directory nor a link: move it aside and run this again"
     fi
+
+    local first=0
+    [ -d "$OPT" ] || first=1
+    mkdirs "$OPT"
+    lock
+    FIRST=$first
+    trap on_exit EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    # Built at its final path: the scripts' shebangs name it. The one in use,
+    # which a running netplumbd imports from, is not touched.
+    NEW=$(new_venv_dir)
+    echo "making the virtualenv $NEW (Python $("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'))"
+    "$python" -m venv "$NEW"
 
     # Built from a copy, so that the build leaves nothing in the checkout
     # (setuptools writes build/ and *.egg-info next to the sources).
-    local tmp
-    tmp=$(mktemp -d)
-    # shellcheck disable=SC2064  # expand $tmp now
-    trap "rm -rf '$tmp'" EXIT
-    mkdir "$tmp/src"
+    TMP=$(mktemp -d)
+    mkdir "$TMP/src"
     tar -C "$SRC" --exclude=__pycache__ --exclude='*.pyc' -cf - pyproject.toml README.md agent cli proto |
-        tar -C "$tmp/src" -xf -
-    echo "installing netplumb from $SRC and its pinned dependencies into $VENV"
-    # pip always reinstalls a project given as a directory (the same version
-    # number may be another checkout) and brings the dependencies to its pins.
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$tmp/src"
+        tar -C "$TMP/src" -xf -
+    echo "installing netplumb from $SRC and its pinned dependencies into $NEW"
+    # Into an empty virtualenv: netplumb and its dependencies at their pins.
+    "$NEW/bin/python" -m pip install -q --disable-pip-version-check "$TMP/src"
+
+    # The configuration in use (or the default one about to be installed),
+    # read by the new version (an upgrade may meet a key it does not take)
+    # before anything else changes.
+    local config=$CONFIG unchanged="nothing was installed"
+    [ -e "$config" ] || config=$SRC/deploy/config/netplumbd.toml
+    if [ -e "$VENV" ]; then
+        unchanged="nothing was changed: the installed version stays in use ($VENV is $(readlink -f "$VENV"))"
+    fi
+    "$NEW/bin/netplumbd" --check-config --config "$config" >/dev/null ||
+        die "$config does not suit the netplumb of $SRC (see above), so $unchanged." \
+            "Fix the file (every key is in $SRC/docs/configuration.md; this version's default:" \
+            "$SRC/deploy/config/netplumbd.toml), then run this again"
+    CHECKED=1
 
     # The documentation the unit's Documentation= points to, and the default
     # configuration of this version, for comparison with the one in use.
@@ -234,11 +371,9 @@ install_all() {
         echo "created the system group $GROUP (its members may use the netplumb socket)"
     fi
 
-    # The configuration in use, read by this version (an upgrade may meet a
-    # key it does not take): a running netplumbd is restarted only on a good one.
-    "$VENV/bin/netplumbd" --check-config --config "$CONFIG" >/dev/null ||
-        die "netplumb is installed, but $CONFIG does not suit it (see above): fix it," \
-            "check it with 'netplumbd --check-config --config $CONFIG', then (re)start netplumbd"
+    switch_to "$NEW"
+    SWITCHED=1
+    echo "$VENV is now $NEW"
     if [ -n "$ROOT" ]; then
         echo "installed into $ROOT"
     elif with_systemd; then
@@ -252,9 +387,11 @@ install_all() {
     else
         echo "systemd is not running here; start the daemon yourself: netplumbd --config $CONFIG &"
     fi
+    sweep "$NEW"
 }
 
 uninstall_all() {
+    [ ! -d "$OPT" ] || lock
     if with_systemd && [ -f "$UNIT" ]; then
         systemctl disable --now netplumbd.service || true
         echo "stopped and disabled netplumbd (the bridges and interfaces it made stay)"
@@ -285,13 +422,8 @@ uninstall_all() {
         fi
     done
     if [ -d "$OPT" ]; then
-        local dirs=() i
-        [ ! -f "$MADE" ] || mapfile -t dirs <"$MADE"
-        rm -rf "$OPT"
-        echo "removed $OPT and the links in $BIN"
-        for ((i = ${#dirs[@]} - 1; i >= 0; i--)); do
-            rmdir "${dirs[i]}" 2>/dev/null || true # gone, or holds other files
-        done
+        remove_opt
+        echo "removed $OPT (every virtualenv in it) and the links in $BIN"
     fi
     if [ "$PURGE" = 0 ]; then
         [ ! -e "$CONFIG" ] || echo "kept $CONFIG, $STATE and the group $GROUP (--purge removes them)"

@@ -1,8 +1,13 @@
 """deploy/install.sh (what `make install` runs) into a scratch root: a
 virtualenv with netplumb and its pinned dependencies, the commands on the
-PATH, the configuration, the unit (verified by systemd), the group. Run
-again it keeps what it must keep; --uninstall removes what it made and
-nothing else; --purge also the configuration, the state and the group."""
+PATH, the configuration, the unit (verified by systemd), the group. Every
+install builds a new virtualenv beside the one in use and switches the link
+opt/netplumb/venv to it only once the new netplumbd accepts the
+configuration: a configuration it refuses changes nothing at all. Run again
+it keeps what it must keep; --uninstall removes what it made and nothing
+else; --purge also the configuration, the state and the group.
+
+Three installs, each building a virtualenv (about 20 s apiece here)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -38,9 +44,10 @@ def install(*args: str) -> subprocess.CompletedProcess[str]:
     return run(INSTALL, *args, check=False, timeout=600)
 
 
-def snapshot(root: Path) -> dict[str, str]:
+def snapshot(root: Path, venvs: bool = False) -> dict[str, str]:
     """Every path under ``root`` -> what it is (a link's target, a file's
-    mode and digest, a directory's mode); the virtualenv's inside is left out."""
+    mode and digest, a directory's mode); the inside of the virtualenvs
+    (opt/netplumb/venv-*) only with ``venvs``."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -54,8 +61,8 @@ def snapshot(root: Path) -> dict[str, str]:
             else:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
                 out[rel] = f"file {st.st_mode & 0o7777:o} {digest}"
-        if Path(dirpath) == root / "opt" / "netplumb":
-            dirnames[:] = [d for d in dirnames if d != "venv"]
+        if not venvs and Path(dirpath) == root / "opt" / "netplumb":
+            dirnames[:] = [d for d in dirnames if not d.startswith("venv-")]
     return out
 
 
@@ -93,6 +100,13 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def venv_dirs(opt: Path) -> list[str]:
+    return sorted(p.name for p in opt.glob("venv-*"))
+
+
+VENV_NAME = re.compile(r"venv-\d{8}T\d{6}Z(-\d+)?")
+
+
 def test_help_shows_examples() -> None:
     res = install("--help")
     assert res.returncode == 0
@@ -101,35 +115,52 @@ def test_help_shows_examples() -> None:
     assert res.returncode == 1 and "--purge goes with --uninstall" in res.stderr
 
 
-def test_install_then_uninstall_in_a_scratch_root() -> None:
+def test_install_upgrade_and_uninstall_in_a_scratch_root() -> None:
     require_root()
-    for program in ("systemd-analyze", "groupadd", "groupdel"):
+    for program in ("systemd-analyze", "groupadd", "groupdel", "flock"):
         _require(program)
     on_host = host_view()
     root = Path(tempfile.mkdtemp(prefix="netplumb-install-", dir="/tmp"))
+    sleeper: subprocess.Popen[bytes] | None = None
     try:
         seed(root)
         before = snapshot(root)
-        venv = root / "opt/netplumb/venv"
+        opt = root / "opt/netplumb"
+        venv = opt / "venv"
+        bin_ = root / "usr/local/bin"
         config = root / "etc/netplumb/netplumbd.toml"
         unit = root / "etc/systemd/system/netplumbd.service"
 
         # Another program's pipework is in the way: refused, nothing made.
-        (root / "usr/local/bin/pipework").write_text("#!/bin/sh\n")
+        (bin_ / "pipework").write_text("#!/bin/sh\n")
         res = install("--root", str(root))
         assert res.returncode == 1
-        assert f"{root}/usr/local/bin/pipework exists and is not netplumb's" in res.stderr
+        assert f"{bin_}/pipework exists and is not netplumb's" in res.stderr
         assert "mv " in res.stderr  # says what to do
-        (root / "usr/local/bin/pipework").unlink()
+        (bin_ / "pipework").unlink()
         assert snapshot(root) == before
 
+        # What an install of the old layout left: its virtualenv a directory
+        # at opt/netplumb/venv (a stand-in that must not be run), and the list
+        # of the directories it made.
+        (venv / "bin").mkdir(parents=True)
+        (venv / "bin/netplumbd").write_text("#!/bin/sh\nexit 3\n")
+        (opt / ".made-dirs").write_text(f"{root}/opt\n")
         res = install("--root", str(root))
         assert res.returncode == 0, res.stdout + res.stderr
 
-        # The commands, linked into the virtualenv, run from it.
+        # The link to a new versioned virtualenv; the old directory is gone.
+        first = os.readlink(venv)
+        assert VENV_NAME.fullmatch(first), first
+        assert venv_dirs(opt) == [first]
+        assert f"removed the previous virtualenv {opt}/venv-old" in res.stdout
+        # Built at its final path: the scripts name its interpreter.
+        shebang = (opt / first / "bin/netplumbd").read_text().splitlines()[0]
+        assert shebang == f"#!{opt}/{first}/bin/python"
+
+        # The commands, linked through opt/netplumb/venv, run from it.
         for c in COMMANDS:
-            assert os.readlink(root / "usr/local/bin" / c) == f"{venv}/bin/{c}"
-        bin_ = root / "usr/local/bin"
+            assert os.readlink(bin_ / c) == f"{venv}/bin/{c}"
         version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
         assert run(f"{bin_}/netplumbd", "--version").stdout.strip() == f"netplumbd {version}"
         assert "examples" in run(f"{bin_}/netplumb", "--help").stdout
@@ -139,7 +170,7 @@ def test_install_then_uninstall_in_a_scratch_root() -> None:
         # A copy of the code (not this checkout's link tree), and the pins.
         python = str(venv / "bin/python")
         where = run(python, "-c", "import netplumb.agent as a; print(a.__file__)").stdout.strip()
-        assert os.path.realpath(where).startswith(f"{venv}/lib/"), where
+        assert os.path.realpath(where).startswith(f"{opt}/{first}/lib/"), where
         listing = run(
             python,
             "-c",
@@ -164,15 +195,47 @@ def test_install_then_uninstall_in_a_scratch_root() -> None:
         ]
         assert len(groups) == 1 and int(groups[0].split(":")[2]) < 1000, groups  # a system group
 
-        # Again, over an edited configuration: kept, nothing else changes.
-        config.write_text(config.read_text() + 'log_level = "debug"\n')
+        # Again, over a configuration the new version refuses: it says which
+        # key, and nothing changes, not a byte of the virtualenv in use.
+        default = config.read_text()
+        config.write_text(default + "no_such_key = 1\n")
+        whole = snapshot(root, venvs=True)
+        res = install("--root", str(root))
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "unknown key 'no_such_key'" in res.stderr
+        assert (
+            f"nothing was changed: the installed version stays in use ({venv} is {opt}/{first})"
+            in res.stderr
+        )
+        assert "then run this again" in res.stderr  # says what to do
+        assert snapshot(root, venvs=True) == whole
+
+        # Again, over an edited configuration that suits it: kept; the link
+        # goes to a new virtualenv and the previous one is removed, but not
+        # one that a process still runs from; nothing else changes.
+        config.write_text(default + 'log_level = "debug"\n')
+        stale = opt / "venv-20000101T000000Z"
+        (stale / "bin").mkdir(parents=True)
+        (stale / "bin/python").symlink_to(os.path.realpath(sys.executable))
+        sleeper = subprocess.Popen([stale / "bin/python", "-c", "import time; time.sleep(600)"])
         edited = snapshot(root)
         res = install("--root", str(root))
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"kept {config}" in res.stdout
-        assert snapshot(root) == edited
+        second = os.readlink(venv)
+        assert VENV_NAME.fullmatch(second) and second != first, second
+        assert venv_dirs(opt) == sorted([second, stale.name])
+        assert f"removed the previous virtualenv {opt}/{first}" in res.stdout
+        assert f"kept {stale}: process {sleeper.pid} still runs from it" in res.stdout
+        expected = {k.replace(first, second): v for k, v in edited.items()}
+        expected["opt/netplumb/venv"] = f"-> {second}"
+        assert snapshot(root) == expected
+        assert run(f"{bin_}/netplumbd", "--version").stdout.strip() == f"netplumbd {version}"
+        sleeper.kill()
+        sleeper.wait()
 
-        # Uninstall: the configuration and the group stay.
+        # Uninstall: every virtualenv and the link go; the configuration and
+        # the group stay.
         res = install("--uninstall", "--root", str(root))
         assert res.returncode == 0, res.stdout + res.stderr
         after = snapshot(root)
@@ -197,5 +260,8 @@ def test_install_then_uninstall_in_a_scratch_root() -> None:
         res = install("--uninstall", "--purge", "--root", str(root))
         assert res.returncode == 0 and snapshot(root) == final  # nothing left to do
     finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
         shutil.rmtree(root, ignore_errors=True)
         assert host_view() == on_host  # the real paths were never touched
