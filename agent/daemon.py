@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         engine.cluster = cluster
 
-    repaired, failed, collected = engine.reconcile()
+    repaired, failed, collected = engine.reconcile(at_start=True)
     log.info(
         "reconciled at start: %d repaired, %d failed, %d orphans collected",
         len(repaired),

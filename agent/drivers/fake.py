@@ -468,6 +468,13 @@ class FakeNetlink:
     def tagged_host_links(self) -> list[tuple[str, str, str]]:
         return self.host.tagged_host_links()
 
+    @contextmanager
+    def host_snapshot(self) -> Iterator[None]:
+        yield  # the fake host is read directly
+
+    def touched(self, ops: Iterable[Op]) -> None:
+        pass
+
     def apply(self, ops: Sequence[Op], guest: NetnsHandle | None) -> list[Op]:
         done: list[Op] = []
         for op in ops:

@@ -91,6 +91,7 @@ ETHTOOL_GTXCSUM = 0x16
 ETHTOOL_STXCSUM = 0x17
 AF_BRIDGE = 7
 RTEXT_FILTER_BRVLAN = 2
+RTEXT_FILTER_SKIP_STATS = 8
 BRIDGE_VLAN_INFO_PVID = 0x2
 FIB_RULE_INVERT = 0x2
 NUD_NOARP = 0x40
@@ -130,6 +131,37 @@ def _drop_host_ipr() -> None:
             pass
 
 
+class HostSnapshot:
+    """Every host-namespace link, from one dump, for a start-up reconcile:
+    thousands of endpoints then cost one dump instead of several requests
+    each. Names that an op touched since are "stale" and looked up live
+    again; nothing else changes the host meanwhile (the daemon does not
+    serve yet)."""
+
+    def __init__(self, ipr: IPRoute) -> None:
+        self.links: dict[str, Any] = {}
+        self.names: dict[int, str] = {}
+        self.stale: set[str] = set()
+        for msg in ipr.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS):
+            name = str(msg.get_attr("IFLA_IFNAME"))
+            self.links[name] = msg
+            self.names[int(msg["index"])] = name
+
+    def knows(self, name: str) -> bool:
+        return name not in self.stale
+
+    def touch(self, op: Op) -> None:
+        """Every name an op mentions is looked up live from now on (more than
+        needed is harmless; fewer would not be)."""
+        for value in (getattr(op, f, None) for f in getattr(op, "__slots__", ())):
+            if isinstance(value, str) and value:
+                self.stale.add(value)
+
+
+def _snapshot() -> HostSnapshot | None:
+    return getattr(_tls, "snapshot", None)
+
+
 class Session:
     """Netlink connections for one call: the thread's host connection and,
     opened on first use, one to the pinned guest namespace. Caches interface
@@ -155,6 +187,11 @@ class Session:
 
     def index(self, where: Where, name: str) -> int:
         key = (where, name)
+        snap = _snapshot() if where is Where.HOST else None
+        if key not in self._index and snap is not None and snap.knows(name):
+            if name not in snap.links:
+                raise NotFound(f"interface {name} does not exist ({where.value})")
+            self._index[key] = int(snap.links[name]["index"])
         if key not in self._index:
             found = self.at(where).link_lookup(ifname=name)
             if not found:
@@ -243,11 +280,18 @@ def _port_vlans(ipr: IPRoute, index: int) -> tuple[int, ...]:
     return tuple(sorted(vids))
 
 
+def _host_link(s: Session, name: str) -> Any | None:
+    snap = _snapshot()
+    if snap is not None and snap.knows(name):
+        return snap.links.get(name)
+    return _link_by_name(s.host, name)
+
+
 def _observe_link(
     s: Session, where: Where, name: str, bridge: str, detail: bool
 ) -> ObservedLink | None:
     ipr = s.at(where)
-    msg = _link_by_name(ipr, name)
+    msg = _host_link(s, name) if where is Where.HOST else _link_by_name(ipr, name)
     if msg is None:
         s.forget(where, name)
         return None
@@ -266,8 +310,21 @@ def _observe_link(
         peer_index=msg.get_attr("IFLA_LINK") or 0,
         addresses=_addresses(ipr, index) if detail else (),
         routes=_routes(ipr, index) if detail else (),
-        vlans=_port_vlans(ipr, index) if master and where is Where.HOST else (),
+        vlans=_port_vlans(ipr, index)
+        if master and where is Where.HOST and _filtering(master)
+        else (),
     )
+
+
+def _filtering(bridge: str) -> bool:
+    """Whether ``bridge`` may have VLAN filtering on (then its ports' VLANs
+    are read); a start-up snapshot tells for sure and saves the request."""
+    snap = _snapshot()
+    msg = snap.links.get(bridge) if snap is not None and snap.knows(bridge) else None
+    if msg is None:
+        return True
+    data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    return bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
 
 
 def _master(s: Session, ipr: IPRoute, msg: Any, expected: str = "") -> str:
@@ -278,6 +335,9 @@ def _master(s: Session, ipr: IPRoute, msg: Any, expected: str = "") -> str:
         return ""
     if expected and _safe_index(s, expected) == index:
         return expected
+    snap = _snapshot() if ipr is s.host else None
+    if snap is not None and index in snap.names and snap.knows(snap.names[index]):
+        return snap.names[index]
     found = ipr.link("get", index=index)
     return str(found[0].get_attr("IFLA_IFNAME")) if found else ""
 
@@ -323,6 +383,27 @@ class NetlinkDriver:
         finally:
             _tls.session = prev
             s.close()
+
+    @contextmanager
+    def host_snapshot(self) -> Iterator[None]:
+        """Serve host-link lookups on this thread from one dump (see
+        HostSnapshot): for the start-up reconcile, before anything else can
+        change the host through this daemon."""
+        with self._session(None) as s:
+            snap = HostSnapshot(s.host)
+        _tls.snapshot = snap
+        try:
+            yield
+        finally:
+            _tls.snapshot = None
+
+    def touched(self, ops: Iterable[Op]) -> None:
+        """Ops that changed host links some other way (OVSDB): a snapshot in
+        use looks their names up live from now on."""
+        snap = _snapshot()
+        if snap is not None:
+            for op in ops:
+                snap.touch(op)
 
     @contextmanager
     def _session(self, guest: NetnsHandle | None) -> Iterator[Session]:
@@ -436,8 +517,14 @@ class NetlinkDriver:
         """(name, kind, alias) of every host-namespace link whose alias carries
         netplumb's tag: the candidates for garbage collection."""
         out = []
+        snap = _snapshot()
         with self._session(None) as s:
-            for msg in s.host.get_links():
+            links = (
+                snap.links.values()
+                if snap is not None and not snap.stale
+                else s.host.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS)
+            )
+            for msg in links:
                 alias = msg.get_attr("IFLA_IFALIAS") or ""
                 if naming.is_ours(alias):
                     out.append((msg.get_attr("IFLA_IFNAME"), _kind(msg), alias))
@@ -550,8 +637,11 @@ class NetlinkDriver:
         failure raises a NetplumbError whose ``completed`` attribute lists
         the ops that completed before it (for the caller's rollback)."""
         done: list[Op] = []
+        snap = _snapshot()
         with self._session(guest) as s:
             for op in ops:
+                if snap is not None:
+                    snap.touch(op)
                 try:
                     if self._fault_inject and type(op).__name__ == self._fault_inject:
                         raise InternalError(f"fault injected before '{op}' (NETPLUMB_FAULT_INJECT)")
@@ -574,9 +664,12 @@ class NetlinkDriver:
         """Best-effort execution (for rollbacks): every op is tried; failures
         are returned, not raised."""
         failures: list[tuple[Op, str]] = []
+        snap = _snapshot()
         try:
             with self._session(guest) as s:
                 for op in ops:
+                    if snap is not None:
+                        snap.touch(op)
                     try:
                         self._apply_one(s, op)
                     except (NetlinkError, OSError, NetplumbError) as e:
