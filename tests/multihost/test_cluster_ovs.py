@@ -10,6 +10,8 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fixtures.etcd import require_etcd
@@ -73,23 +75,28 @@ def arping(ns: str, address: str) -> bool:
     return res.returncode == 0
 
 
-def test_other_hosts_endpoints_are_answered_and_forwarded_without_broadcast(lab: Lab) -> None:
+@dataclass
+class World:
+    """An OVS network built on both hosts, with one guest on each."""
+
+    network: str
+    guests: dict[str, str]  # host -> netns
+    eps: dict[str, dict[str, Any]]  # host -> endpoint (as --json prints it)
+
+    def ip(self, host: str) -> str:
+        return str(self.eps[host]["addresses"][0]).split("/")[0]
+
+    def mac(self, host: str) -> str:
+        return str(self.eps[host]["mac"])
+
+
+@pytest.fixture
+def world(lab: Lab) -> Iterator[World]:
     name = unique("o")[:10]
     vni = 6000 + int(name[1:], 16) % 1000
-    np(
-        lab,
-        "h1",
-        "network",
-        "create",
-        name,
-        "--subnet",
-        "198.19.104.0/24",
-        "--vni",
-        str(vni),
-        "--kind",
-        "ovs",
-    )
-    guests: list[tuple[str, str]] = []
+    subnet = f"198.19.{104 + vni % 8}.0/24"
+    np(lab, "h1", "network", "create", name, "--subnet", subnet, "--vni", str(vni), "--kind", "ovs")
+    w = World(name, {}, {})
     try:
         wait_until(
             lambda: all(
@@ -99,97 +106,58 @@ def test_other_hosts_endpoints_are_answered_and_forwarded_without_broadcast(lab:
             10,
             "the network on both hosts",
         )
-        eps = {}
         for h in ("h1", "h2"):
             ns = unique(f"{lab.prefix}g")
             run("ip", "netns", "add", ns)
-            guests.append((h, ns))
-            eps[h] = np(lab, h, "attach", name, f"netns:{ns}")
-        ip1 = str(eps["h1"]["addresses"][0]).split("/")[0]  # type: ignore[index]
-        mac1 = str(eps["h1"]["mac"])
-        ns2 = guests[1][1]
+            w.guests[h] = ns
+            w.eps[h] = np(lab, h, "attach", name, f"netns:{ns}")
+        yield w
+    finally:
+        for h, ns in w.guests.items():
+            lab.netplumb(h, "detach", f"netns:{ns}")
+            run("ip", "netns", "del", ns, check=False)
+        res = lab.netplumb("h1", "network", "del", name)
+        assert res.returncode == 0, res.stderr
 
-        wait_until(lambda: mac1 in static_macs(lab, "h2", name), 10, "h1's MAC static on h2")
-        wait_until(lambda: ip1 in arp_answers(lab, "h2", name), 10, "h2 answers ARP for h1's guest")
-        # h2's own guest is not programmed on h2 (it is local)
-        assert str(eps["h2"]["mac"]) not in static_macs(lab, "h2", name)
 
-        # No broadcast leaves or enters h2's bridge any more: ARP for h1's
-        # guest is answered on h2 and the ping is forwarded by the static entry.
-        lab.exec("h2", ["ovs-ofctl", "add-flow", name, DROP_BROADCAST])
+def test_other_hosts_endpoints_are_answered_and_forwarded_without_broadcast(
+    lab: Lab, world: World
+) -> None:
+    name, ip1, mac1, ns2 = world.network, world.ip("h1"), world.mac("h1"), world.guests["h2"]
+    wait_until(lambda: mac1 in static_macs(lab, "h2", name), 10, "h1's MAC static on h2")
+    wait_until(lambda: ip1 in arp_answers(lab, "h2", name), 10, "h2 answers ARP for h1's guest")
+    # h2's own guest is not programmed on h2 (it is local)
+    assert world.mac("h2") not in static_macs(lab, "h2", name)
+
+    # No broadcast leaves or enters h2's bridge any more: ARP for h1's guest
+    # is answered on h2 and the ping is forwarded by the static entry.
+    lab.exec("h2", ["ovs-ofctl", "add-flow", name, DROP_BROADCAST])
+    try:
         run("ip", "-n", ns2, "neigh", "flush", "all")
         assert arping(ns2, ip1), "h2's bridge did not answer ARP for h1's guest"
-        assert arping(ns2, "198.19.104.250") is False  # an unknown address: broadcast, dropped
+        unknown = ip1.rsplit(".", 1)[0] + ".250"
+        assert arping(ns2, unknown) is False  # an unknown address: broadcast, dropped
         res = subprocess.run(
             ["ip", "netns", "exec", ns2, "ping", "-c2", "-W1", ip1], capture_output=True
         )
         assert res.returncode == 0, "no ping across hosts with broadcast dropped"
-        lab.exec(
-            "h2",
-            [
-                "ovs-ofctl",
-                "del-flows",
-                "--strict",
-                name,
-                DROP_BROADCAST.replace(",actions=drop", ""),
-            ],
-        )
-
-        # The endpoint goes: so do its entries on the other host.
-        res2 = lab.netplumb("h1", "detach", f"netns:{guests[0][1]}")
-        assert res2.returncode == 0, res2.stderr
-        wait_until(lambda: mac1 not in static_macs(lab, "h2", name), 10, "h1's MAC gone on h2")
-        wait_until(lambda: ip1 not in arp_answers(lab, "h2", name), 10, "ARP answer gone on h2")
     finally:
-        for h, ns in guests:
-            lab.netplumb(h, "detach", f"netns:{ns}")
-            run("ip", "netns", "del", ns, check=False)
-        res = lab.netplumb("h1", "network", "del", name)
-        assert res.returncode == 0, res.stderr
+        match = DROP_BROADCAST.replace(",actions=drop", "")
+        lab.exec("h2", ["ovs-ofctl", "del-flows", "--strict", name, match])
+
+    # The endpoint goes: so do its entries on the other host.
+    res = lab.netplumb("h1", "detach", f"netns:{world.guests['h1']}")
+    assert res.returncode == 0, res.stderr
+    wait_until(lambda: mac1 not in static_macs(lab, "h2", name), 10, "h1's MAC gone on h2")
+    wait_until(lambda: ip1 not in arp_answers(lab, "h2", name), 10, "ARP answer gone on h2")
 
 
-def test_an_ovs_restart_gets_the_entries_back(lab: Lab) -> None:
+def test_an_ovs_restart_gets_the_entries_back(lab: Lab, world: World) -> None:
     """ovs-vswitchd forgets its MAC table and flows when it restarts: the
     agent's reconcile after OVS comes back programs them again."""
-    name = unique("o")[:10]
-    vni = 6000 + int(name[1:], 16) % 1000
-    np(
-        lab,
-        "h1",
-        "network",
-        "create",
-        name,
-        "--subnet",
-        "198.19.105.0/24",
-        "--vni",
-        str(vni),
-        "--kind",
-        "ovs",
-    )
-    guests: list[tuple[str, str]] = []
-    try:
-        wait_until(
-            lambda: name in [b["spec"]["name"] for b in np(lab, "h2", "bridge", "ls")["bridges"]],  # type: ignore[index,union-attr]
-            10,
-            "the network on h2",
-        )
-        eps = {}
-        for h in ("h1", "h2"):
-            ns = unique(f"{lab.prefix}g")
-            run("ip", "netns", "add", ns)
-            guests.append((h, ns))
-            eps[h] = np(lab, h, "attach", name, f"netns:{ns}")
-        ep1 = eps["h1"]
-        mac1 = str(ep1["mac"])
-        wait_until(lambda: mac1 in static_macs(lab, "h2", name), 10, "h1's MAC static on h2")
-        lab.stop_ovs("h2", daemons=("ovs-vswitchd",))
-        lab.start_ovs("h2", daemons=("ovs-vswitchd",))
-        wait_until(lambda: mac1 in static_macs(lab, "h2", name), 15, "h1's MAC static again")
-        ip1 = str(ep1["addresses"][0]).split("/")[0]  # type: ignore[index]
-        wait_until(lambda: ip1 in arp_answers(lab, "h2", name), 10, "the ARP answer again")
-    finally:
-        for h, ns in guests:
-            lab.netplumb(h, "detach", f"netns:{ns}")
-            run("ip", "netns", "del", ns, check=False)
-        res = lab.netplumb("h1", "network", "del", name)
-        assert res.returncode == 0, res.stderr
+    name, ip1, mac1 = world.network, world.ip("h1"), world.mac("h1")
+    wait_until(lambda: mac1 in static_macs(lab, "h2", name), 10, "h1's MAC static on h2")
+    lab.stop_ovs("h2", daemons=("ovs-vswitchd",))
+    lab.start_ovs("h2", daemons=("ovs-vswitchd",))
+    wait_until(lambda: mac1 in static_macs(lab, "h2", name), 15, "h1's MAC static again")
+    wait_until(lambda: ip1 in arp_answers(lab, "h2", name), 10, "the ARP answer again")
