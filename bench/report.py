@@ -71,13 +71,10 @@ def num(x: float | None) -> str:
     """A figure to 3 significant digits, without exponents."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    a = abs(x)
-    if a >= 100:
+    if float(x).is_integer():
+        return f"{int(x):,}"
+    if abs(x) >= 100:
         return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    if a >= 1:
-        return f"{x:.2f}"
     return f"{x:.3g}"
 
 
@@ -99,7 +96,7 @@ def target_text(fig: dict[str, Any]) -> str:
     t = fig.get("target")
     if t is None:
         return ""
-    return ("≤ " if fig.get("better", "lower") == "lower" else "≥ ") + f"{t:g} {fig['unit']}"
+    return ("≤ " if fig.get("better", "lower") == "lower" else "≥ ") + f"{t:.4g} {fig['unit']}"
 
 
 def md_escape(text: str) -> str:
@@ -156,7 +153,7 @@ def plot_attach_distribution(docs: dict[str, dict[str, Any]], plt: Any, path: Pa
             curves.append((label.format(n=len(ys)), ys))
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.6))
+    fig, ax = plt.subplots(figsize=(8, 5.4))
     for label, ys in curves:
         frac = [(i + 1) / len(ys) for i in range(len(ys))]
         ax.step(ys, frac, where="post", label=label)
@@ -168,7 +165,7 @@ def plot_attach_distribution(docs: dict[str, dict[str, Any]], plt: Any, path: Pa
     ax.set_xlabel("attach latency (ms, log scale)")
     ax.set_ylabel("fraction of attaches at most this long")
     ax.set_title("Attach latency distribution")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -391,7 +388,10 @@ def render(docs: dict[str, dict[str, Any]], plots: list[tuple[str, str, str]]) -
         f"Generated {now} by `bench/report.py` from `bench/out/*.json` "
         "(`make bench` runs every benchmark in `tests/bench/`, then this). "
         "Benchmarks run on demand, never in CI, and assert no timing: a missed "
-        "target is a finding, not a failure.",
+        "target is a finding, not a failure. On a small shared machine the figures "
+        "move with whatever else runs: the load average at the end of each run is "
+        "in the Runs table, and paths compared with each other were measured in the "
+        "same run, interleaved.",
         "",
         "## Machine",
         "",
