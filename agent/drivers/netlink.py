@@ -144,7 +144,7 @@ class HostSnapshot:
         self.stale: set[str] = set()
         for msg in ipr.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS):
             name = str(msg.get_attr("IFLA_IFNAME"))
-            self.links[name] = msg
+            self.links[name] = _LinkFacts(msg)  # a decoded message is ~25 KB
             self.names[int(msg["index"])] = name
 
     def knows(self, name: str) -> bool:
@@ -156,6 +156,52 @@ class HostSnapshot:
         for value in (getattr(op, f, None) for f in getattr(op, "__slots__", ())):
             if isinstance(value, str) and value:
                 self.stale.add(value)
+
+
+class _LinkFacts:
+    """What observation reads of a link message (the same accessors), kept
+    instead of the message itself: a snapshot of thousands of links then
+    costs kilobytes, not the tens of megabytes of decoded messages."""
+
+    __slots__ = ("_attrs", "_fields", "_info")
+
+    _ATTRS = (
+        "IFLA_IFNAME",
+        "IFLA_IFALIAS",
+        "IFLA_ADDRESS",
+        "IFLA_MTU",
+        "IFLA_LINK",
+        "IFLA_MASTER",
+    )
+
+    def __init__(self, msg: Any) -> None:
+        self._fields = {"index": msg["index"], "flags": msg["flags"]}
+        self._attrs = {a: msg.get_attr(a) for a in self._ATTRS}
+        data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+        filtering = data.get_attr("IFLA_BR_VLAN_FILTERING") if data is not None else None
+        self._info = {
+            "IFLA_INFO_KIND": msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
+            "IFLA_INFO_DATA": _BridgeData(filtering) if filtering is not None else None,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def get_attr(self, name: str) -> Any:
+        return self._attrs.get(name)
+
+    def get_nested(self, outer: str, inner: str) -> Any:
+        return self._info.get(inner) if outer == "IFLA_LINKINFO" else None
+
+
+class _BridgeData:
+    __slots__ = ("_filtering",)
+
+    def __init__(self, filtering: Any) -> None:
+        self._filtering = filtering
+
+    def get_attr(self, name: str) -> Any:
+        return self._filtering if name == "IFLA_BR_VLAN_FILTERING" else None
 
 
 def _snapshot() -> HostSnapshot | None:
