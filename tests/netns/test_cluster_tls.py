@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from fixtures.etcd import etcd_cluster, require_etcd
-from fixtures.host import Daemon, require_root, unique
+from fixtures.host import Daemon, delete_links, link, require_root, unique
 
 
 def etcd_dependency(d: Daemon) -> dict[str, Any]:
@@ -22,6 +22,7 @@ def test_daemon_joins_a_tls_etcd_with_client_certificates() -> None:
     require_root()
     require_etcd()
     prefix = "/" + unique("tls")
+    net = unique("t")[:10]
     with etcd_cluster(1, tls=True) as etcd:
         url = etcd.endpoints[0]
         assert url.startswith("https://")
@@ -42,7 +43,6 @@ def test_daemon_joins_a_tls_etcd_with_client_certificates() -> None:
             while not (dep := etcd_dependency(good))["up"] and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert dep["up"], dep
-            net = unique("t")[:10]
             good.cli_json("network", "create", net, "--subnet", "198.19.126.0/24", "--vni", "4320")
             assert [n["spec"]["name"] for n in good.cli_json("network", "ls")["networks"]] == [net]
 
@@ -58,7 +58,13 @@ def test_daemon_joins_a_tls_etcd_with_client_certificates() -> None:
             print(f"\netcd without a client certificate: {dep['detail']}")
             rc, _, err = good.cli("network", "del", net)
             assert rc == 0, err
+            # the agent takes its bridge for the network down by itself
+            deadline = time.monotonic() + 10
+            while link(net) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert link(net) is None and link("npvx4320") is None
         finally:
             for d in (good, bad):
                 d.stop()
                 shutil.rmtree(d.dir, ignore_errors=True)
+            delete_links(["npvx4320", net])  # whatever a failure left behind
