@@ -184,9 +184,13 @@ class Metrics:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            started = time.monotonic()
             self.take_sample()
-            # Many RPCs in a row (50 attaches) make one sample, not fifty.
-            self._stop.wait(self.min_sample_gap)
+            # Many RPCs in a row (50 attaches) make one sample, not fifty; and
+            # a sample that is costly (thousands of endpoints: a dump of every
+            # host link) takes at most a tenth of the time.
+            took = time.monotonic() - started
+            self._stop.wait(max(self.min_sample_gap, 9 * took))
 
     def take_sample(self) -> None:
         """Sample what needs the kernel or Docker to tell. On failure the
