@@ -47,7 +47,7 @@ PREFIX = "netplumb_"
 # the lease (seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # RPCs that change nothing: the state the sampler reads cannot have moved.
-_READ_ONLY = ("List", "Get", "Check")
+_READ_ONLY = ("List", "Get")  # (Check wakes it: what it found drifted is news)
 # Concurrent scrapes served at once; more connections are closed unanswered.
 MAX_CONNECTIONS = 8
 
