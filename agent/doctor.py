@@ -70,6 +70,7 @@ from .core.model import (
     PeerRecord,
 )
 from .core.plan import endpoint_routes
+from .errors import DependencyUnavailable, InternalError
 
 T = TypeVar("T")
 
@@ -810,28 +811,16 @@ def ovs_route_lookup(rundir: str, peer: str) -> str | None:
     """ovs-vswitchd's own route to ``peer`` (``ovs-appctl ovs/route/lookup``),
     over its control socket: the output bridge, or None when it has no route.
     Raises OSError when ovs-vswitchd cannot be asked."""
-    from ovs.unixctl.client import UnixctlClient
+    from .drivers.ovs import appctl
 
     try:
-        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        raise OSError(f"no ovs-vswitchd.pid in {rundir}") from None
-    ctl = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
-    err, client = UnixctlClient.create(ctl)
-    if err:
-        raise OSError(err, f"cannot connect to {ctl}: {os.strerror(err)}")
-    try:
-        err, error, result = client.transact("ovs/route/lookup", [peer])
-    finally:
-        client.close()
-    if err:
-        raise OSError(err, f"{ctl}: {os.strerror(err)}")
-    if error is not None:
-        if "not found" in str(error).lower():
+        return route_dev(appctl(rundir, "ovs/route/lookup", peer))
+    except InternalError as e:  # ovs-vswitchd's own answer
+        if "not found" in e.message.lower():
             return None
-        raise OSError(errno.EIO, f"ovs/route/lookup {peer}: {str(error).strip()}")
-    return route_dev(str(result))
+        raise OSError(errno.EIO, e.message) from None
+    except DependencyUnavailable as e:
+        raise OSError(e.message) from None
 
 
 def route_dev(lookup: str) -> str | None:
@@ -1267,15 +1256,9 @@ def _vswitchd_up(rundir: str) -> bool | None:
     pidfile: False when ovsdb-server keeps its own there (OVS runs from this
     directory: ovs-vswitchd stopped and removed its file), else None (OVS
     keeps its files elsewhere: cannot tell)."""
+    from .drivers.ovs import vswitchd_pid
+
     try:
-        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
-            pid = int(f.read().strip())
+        return bool(vswitchd_pid(rundir))
     except FileNotFoundError:
         return False if os.path.exists(os.path.join(rundir, "ovsdb-server.pid")) else None
-    except (OSError, ValueError):
-        return False
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip() == "ovs-vswitchd"
-    except OSError:
-        return False

@@ -114,20 +114,13 @@ class OvsDriver:
         merely ask (Status, metrics) must not move the watcher's baseline."""
         if not self.endpoint.startswith("unix:"):
             return None, 0
-        pidfile = os.path.join(os.path.dirname(self.endpoint[5:]), "ovs-vswitchd.pid")
         try:
-            with open(pidfile) as f:
-                pid = int(f.read().strip())
+            pid = vswitchd_pid(os.path.dirname(self.endpoint[5:]))
         except FileNotFoundError:
             return (False if self._vswitchd_seen else None), 0
-        except (OSError, ValueError):
+        if pid is None:
             return None, 0
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                alive = f.read().strip() == "ovs-vswitchd"
-        except OSError:
-            alive = False
-        if alive:
+        if pid:
             self._vswitchd_seen = True
             return True, pid
         return (False if self._vswitchd_seen else None), 0
@@ -364,59 +357,13 @@ class OvsDriver:
             return None
         return os.path.dirname(self.endpoint[5:])
 
-    def _appctl(self, command: str, *args: str, timeout: float = 5.0) -> str:
-        """One ovs-vswitchd control command over its unixctl socket (the ovs
-        library's JSON-RPC), with a deadline."""
-        import errno
-
-        import ovs.jsonrpc
-        import ovs.poller
-        import ovs.stream
-
+    def _appctl(self, command: str, *args: str) -> str:
         rundir = self.rundir
         if rundir is None:
             raise DependencyUnavailable(
                 "ovs-vswitchd cannot be reached: OVSDB is not a local unix socket"
             )
-        try:
-            with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError) as e:
-            raise DependencyUnavailable(
-                f"ovs-vswitchd is not running (no pidfile in {rundir}: {e})",
-                hint="start Open vSwitch; netplumbd programs the bridge again when it is back",
-            ) from None
-        path = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
-        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(f"unix:{path}"))
-        if error:
-            raise DependencyUnavailable(f"ovs-vswitchd at {path}: {os.strerror(error)}")
-        conn = ovs.jsonrpc.Connection(stream)
-        try:
-            request = ovs.jsonrpc.Message.create_request(command, list(args))
-            conn.send(request)
-            deadline = time.monotonic() + timeout
-            while True:
-                conn.run()
-                error, reply = conn.recv()
-                if reply is not None and reply.id == request.id:
-                    break
-                if error and error != errno.EAGAIN:
-                    raise DependencyUnavailable(f"ovs-vswitchd {command}: {os.strerror(error)}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DependencyUnavailable(
-                        f"ovs-vswitchd did not answer {command} within {timeout:.0f} s"
-                    )
-                poller = ovs.poller.Poller()
-                conn.wait(poller)
-                conn.recv_wait(poller)
-                poller.timer_wait(int(left * 1000))
-                poller.block()
-        finally:
-            conn.close()
-        if reply.error is not None:
-            raise InternalError(f"ovs-vswitchd {command} {' '.join(args)}: {reply.error}".strip())
-        return str(reply.result)
+        return appctl(rundir, command, *args)
 
     def _ofctl(self, command: str, bridge: str, *args: str, stdin: str = "") -> str:
         """ovs-ofctl against one bridge (OpenFlow has no library here; the
@@ -570,6 +517,76 @@ class OvsDriver:
                 txn.add(api.db_clear("Port", op.name, "tag"))
         elif isinstance(op, DelOvsPort):
             txn.add(api.del_port(op.name, if_exists=True))
+
+
+def vswitchd_pid(rundir: str) -> int | None:
+    """The pid of the ovs-vswitchd running from ``rundir`` (its pidfile names
+    a live ovs-vswitchd), 0 when the one it names is gone, None when the
+    pidfile cannot be read. Raises FileNotFoundError without a pidfile."""
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
+            pid = int(f.read().strip())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return pid if f.read().strip() == "ovs-vswitchd" else 0
+    except OSError:
+        return 0
+
+
+def appctl(rundir: str, command: str, *args: str, timeout: float = 5.0) -> str:
+    """One ovs-vswitchd control command (what ``ovs-appctl`` sends) over its
+    unixctl socket in ``rundir``, through the ovs library's JSON-RPC, with a
+    deadline. Raises DependencyUnavailable when ovs-vswitchd cannot be asked,
+    InternalError with its answer when it refuses."""
+    import errno
+
+    import ovs.jsonrpc
+    import ovs.poller
+    import ovs.stream
+
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as e:
+        raise DependencyUnavailable(
+            f"ovs-vswitchd is not running (no pidfile in {rundir}: {e})",
+            hint="start Open vSwitch; netplumbd programs the bridge again when it is back",
+        ) from None
+    path = os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
+    error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(f"unix:{path}"))
+    if error:
+        raise DependencyUnavailable(f"ovs-vswitchd at {path}: {os.strerror(error)}")
+    conn = ovs.jsonrpc.Connection(stream)
+    try:
+        request = ovs.jsonrpc.Message.create_request(command, list(args))
+        conn.send(request)
+        deadline = time.monotonic() + timeout
+        while True:
+            conn.run()
+            error, reply = conn.recv()
+            if reply is not None and reply.id == request.id:
+                break
+            if error and error != errno.EAGAIN:
+                raise DependencyUnavailable(f"ovs-vswitchd {command}: {os.strerror(error)}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DependencyUnavailable(
+                    f"ovs-vswitchd did not answer {command} within {timeout:.0f} s"
+                )
+            poller = ovs.poller.Poller()
+            conn.wait(poller)
+            conn.recv_wait(poller)
+            poller.timer_wait(int(left * 1000))
+            poller.block()
+    finally:
+        conn.close()
+    if reply.error is not None:
+        raise InternalError(f"ovs-vswitchd {command} {' '.join(args)}: {reply.error}".strip())
+    return str(reply.result)
 
 
 def _failure(what: str, e: Exception) -> DependencyUnavailable | InternalError:
