@@ -335,19 +335,6 @@ def load_tls(cfg: Config) -> TlsFiles | None:
         return None
     import ssl
 
-    def read(key: str) -> bytes:
-        path = getattr(cfg, key)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ConfigError(
-                f"{key} ({_flag(key)}) {path}: cannot read it: {e.strerror}"
-            ) from None
-        if b"-----BEGIN " not in data:
-            raise ConfigError(f"{key} ({_flag(key)}) {path}: not a PEM file")
-        return data
-
     def encrypted() -> bytes:
         raise ConfigError(
             f"tls_key (--tls-key) {cfg.tls_key}: the key is encrypted; netplumbd needs it "
@@ -355,7 +342,9 @@ def load_tls(cfg: Config) -> TlsFiles | None:
             "(openssl pkey -in ENCRYPTED.key -out PLAIN.key; chmod 0600 PLAIN.key)"
         )
 
-    files = TlsFiles(read("tls_cert"), read("tls_key"), read("tls_client_ca"))
+    files = TlsFiles(
+        _read_pem(cfg, "tls_cert"), _read_pem(cfg, "tls_key"), _read_pem(cfg, "tls_client_ca")
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key, password=encrypted)
@@ -378,18 +367,22 @@ def check_etcd_files(cfg: Config) -> None:
     """The etcd TLS files are readable PEM (cluster mode). Raises ConfigError
     naming the key; nothing has been touched yet when it does."""
     for key in ("etcd_ca", "etcd_cert", "etcd_key"):
-        path = getattr(cfg, key)
-        if not path:
-            continue
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ConfigError(
-                f"{key} ({_flag(key)}) {path}: cannot read it: {e.strerror}"
-            ) from None
-        if b"-----BEGIN " not in data:
-            raise ConfigError(f"{key} ({_flag(key)}) {path}: not a PEM file")
+        if getattr(cfg, key):
+            _read_pem(cfg, key)
+
+
+def _read_pem(cfg: Config, key: str) -> bytes:
+    """The PEM file the setting ``key`` names. Raises ConfigError naming the
+    key when it cannot be read or is not PEM."""
+    path = getattr(cfg, key)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"{key} ({_flag(key)}) {path}: cannot read it: {e.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{key} ({_flag(key)}) {path}: not a PEM file")
+    return data
 
 
 def summary(cfg: Config, path: str | None) -> str:

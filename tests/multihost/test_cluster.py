@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 from fixtures.etcd import require_etcd
 from fixtures.host import run, unique
-from fixtures.lab import Lab, assert_gone, lab_up, require_lab
+from fixtures.lab import Lab, assert_gone, lab_up, np, require_lab
 
 HOSTS = 4
 TTL = 3  # the lab's --cluster-ttl
@@ -31,12 +31,6 @@ def lab() -> Iterator[Lab]:
     with lab_up(HOSTS, ovs=False, cluster=True, etcd_members=3, cluster_ttl=TTL) as lab:
         yield lab
     assert_gone(lab)
-
-
-def np(lab: Lab, host: str, *args: str) -> dict[str, object]:
-    res = lab.netplumb(host, "--json", *args)
-    assert res.returncode == 0, f"{host}: netplumb {' '.join(args)}: {res.stderr}"
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def wait_until(cond: Callable[[], bool], within: float, every: float = 0.1) -> float:

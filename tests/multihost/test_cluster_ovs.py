@@ -6,7 +6,6 @@ tunnels dropped, and the entries go when the endpoint does."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from fixtures.etcd import require_etcd
 from fixtures.host import run, unique
-from fixtures.lab import Lab, assert_gone, lab_up, require_lab
+from fixtures.lab import Lab, assert_gone, lab_up, np, require_lab
 
 # Below the ARP answers (100), above NORMAL (0): every broadcast that no
 # answer flow takes is dropped, so nothing is flooded to the tunnels.
@@ -30,12 +29,6 @@ def lab() -> Iterator[Lab]:
     with lab_up(2, ovs=True, cluster=True, etcd_members=1, cluster_ttl=3) as lab:
         yield lab
     assert_gone(lab)
-
-
-def np(lab: Lab, host: str, *args: str) -> dict[str, object]:
-    res = lab.netplumb(host, "--json", *args)
-    assert res.returncode == 0, f"{host}: netplumb {' '.join(args)}: {res.stderr}"
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def wait_until(cond: Callable[[], bool], within: float, what: str) -> float:

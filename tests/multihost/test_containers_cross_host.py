@@ -7,7 +7,6 @@ host's agent plumbs only the containers it was asked to.)"""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from fixtures.docker import Containers, ensure_image
 from fixtures.host import unique
-from fixtures.lab import Lab, assert_gone, lab_up, require_lab
+from fixtures.lab import Lab, assert_gone, lab_up, np, require_lab
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +31,6 @@ def containers() -> Iterator[Containers]:
     c = Containers(ensure_image())
     yield c
     c.cleanup()
-
-
-def np(lab: Lab, host: str, *args: str) -> dict[str, object]:
-    res = lab.netplumb(host, "--json", *args)
-    assert res.returncode == 0, f"{host}: netplumb {' '.join(args)}: {res.stderr}"
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def ping_from(container: str, address: str, tries: int = 5) -> bool:
