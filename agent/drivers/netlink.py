@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -139,13 +140,13 @@ class HostSnapshot:
     serve yet)."""
 
     def __init__(self, ipr: IPRoute) -> None:
-        self.links: dict[str, Any] = {}
+        self.links: dict[str, _LinkFacts] = {}
         self.names: dict[int, str] = {}
         self.stale: set[str] = set()
         for msg in ipr.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS):
-            name = str(msg.get_attr("IFLA_IFNAME"))
-            self.links[name] = _LinkFacts(msg)  # a decoded message is ~25 KB
-            self.names[int(msg["index"])] = name
+            facts = _LinkFacts.of(msg)
+            self.links[facts.name] = facts
+            self.names[facts.index] = facts.name
 
     def knows(self, name: str) -> bool:
         return name not in self.stale
@@ -158,50 +159,39 @@ class HostSnapshot:
                 self.stale.add(value)
 
 
+@dataclass(frozen=True, slots=True)
 class _LinkFacts:
-    """What observation reads of a link message (the same accessors), kept
-    instead of the message itself: a snapshot of thousands of links then
-    costs kilobytes, not the tens of megabytes of decoded messages."""
+    """What observation reads of a link message. Kept instead of the decoded
+    message (~25 KB each) by a snapshot of thousands of links."""
 
-    __slots__ = ("_attrs", "_fields", "_info")
+    name: str
+    index: int
+    kind: str
+    alias: str
+    mac: str
+    mtu: int
+    up: bool
+    master_index: int
+    peer_index: int
+    vlan_filtering: bool  # a bridge's
 
-    _ATTRS = (
-        "IFLA_IFNAME",
-        "IFLA_IFALIAS",
-        "IFLA_ADDRESS",
-        "IFLA_MTU",
-        "IFLA_LINK",
-        "IFLA_MASTER",
-    )
-
-    def __init__(self, msg: Any) -> None:
-        self._fields = {"index": msg["index"], "flags": msg["flags"]}
-        self._attrs = {a: msg.get_attr(a) for a in self._ATTRS}
+    @classmethod
+    def of(cls, msg: Any) -> _LinkFacts:
         data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-        filtering = data.get_attr("IFLA_BR_VLAN_FILTERING") if data is not None else None
-        self._info = {
-            "IFLA_INFO_KIND": msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
-            "IFLA_INFO_DATA": _BridgeData(filtering) if filtering is not None else None,
-        }
-
-    def __getitem__(self, key: str) -> Any:
-        return self._fields[key]
-
-    def get_attr(self, name: str) -> Any:
-        return self._attrs.get(name)
-
-    def get_nested(self, outer: str, inner: str) -> Any:
-        return self._info.get(inner) if outer == "IFLA_LINKINFO" else None
-
-
-class _BridgeData:
-    __slots__ = ("_filtering",)
-
-    def __init__(self, filtering: Any) -> None:
-        self._filtering = filtering
-
-    def get_attr(self, name: str) -> Any:
-        return self._filtering if name == "IFLA_BR_VLAN_FILTERING" else None
+        return cls(
+            name=str(msg.get_attr("IFLA_IFNAME")),
+            index=int(msg["index"]),
+            kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "",
+            alias=msg.get_attr("IFLA_IFALIAS") or "",
+            mac=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+            mtu=msg.get_attr("IFLA_MTU") or 0,
+            up=bool(msg["flags"] & IFF_UP),
+            master_index=msg.get_attr("IFLA_MASTER") or 0,
+            peer_index=msg.get_attr("IFLA_LINK") or 0,
+            vlan_filtering=bool(data.get_attr("IFLA_BR_VLAN_FILTERING"))
+            if data is not None
+            else False,
+        )
 
 
 def _snapshot() -> HostSnapshot | None:
@@ -237,7 +227,7 @@ class Session:
         if key not in self._index and snap is not None and snap.knows(name):
             if name not in snap.links:
                 raise NotFound(f"interface {name} does not exist ({where.value})")
-            self._index[key] = int(snap.links[name]["index"])
+            self._index[key] = snap.links[name].index
         if key not in self._index:
             found = self.at(where).link_lookup(ifname=name)
             if not found:
@@ -326,37 +316,37 @@ def _port_vlans(ipr: IPRoute, index: int) -> tuple[int, ...]:
     return tuple(sorted(vids))
 
 
-def _host_link(s: Session, name: str) -> Any | None:
-    snap = _snapshot()
+def _link_facts(s: Session, where: Where, name: str) -> _LinkFacts | None:
+    snap = _snapshot() if where is Where.HOST else None
     if snap is not None and snap.knows(name):
         return snap.links.get(name)
-    return _link_by_name(s.host, name)
+    msg = _link_by_name(s.at(where), name)
+    return _LinkFacts.of(msg) if msg is not None else None
 
 
 def _observe_link(
     s: Session, where: Where, name: str, bridge: str, detail: bool
 ) -> ObservedLink | None:
     ipr = s.at(where)
-    msg = _host_link(s, name) if where is Where.HOST else _link_by_name(ipr, name)
-    if msg is None:
+    link = _link_facts(s, where, name)
+    if link is None:
         s.forget(where, name)
         return None
-    index = msg["index"]
-    s.remember(where, name, index)
-    master = _master(s, ipr, msg, bridge)
+    s.remember(where, name, link.index)
+    master = _master(s, where, link.master_index, bridge)
     return ObservedLink(
         name=name,
-        index=index,
-        kind=_kind(msg),
-        alias=msg.get_attr("IFLA_IFALIAS") or "",
-        mac=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
-        mtu=msg.get_attr("IFLA_MTU") or 0,
-        up=bool(msg["flags"] & IFF_UP),
+        index=link.index,
+        kind=link.kind,
+        alias=link.alias,
+        mac=link.mac,
+        mtu=link.mtu,
+        up=link.up,
         master=master,
-        peer_index=msg.get_attr("IFLA_LINK") or 0,
-        addresses=_addresses(ipr, index) if detail else (),
-        routes=_routes(ipr, index) if detail else (),
-        vlans=_port_vlans(ipr, index)
+        peer_index=link.peer_index,
+        addresses=_addresses(ipr, link.index) if detail else (),
+        routes=_routes(ipr, link.index) if detail else (),
+        vlans=_port_vlans(ipr, link.index)
         if master and where is Where.HOST and _filtering(master)
         else (),
     )
@@ -366,25 +356,21 @@ def _filtering(bridge: str) -> bool:
     """Whether ``bridge`` may have VLAN filtering on (then its ports' VLANs
     are read); a start-up snapshot tells for sure and saves the request."""
     snap = _snapshot()
-    msg = snap.links.get(bridge) if snap is not None and snap.knows(bridge) else None
-    if msg is None:
-        return True
-    data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-    return bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
+    facts = snap.links.get(bridge) if snap is not None and snap.knows(bridge) else None
+    return facts.vlan_filtering if facts is not None else True
 
 
-def _master(s: Session, ipr: IPRoute, msg: Any, expected: str = "") -> str:
-    """Name of the link's master ("" for none); ``expected`` names the
-    bridge it should be a port of, which saves a lookup when it is."""
-    index = msg.get_attr("IFLA_MASTER")
+def _master(s: Session, where: Where, index: int, expected: str = "") -> str:
+    """Name of the master with ifindex ``index`` ("" for none); ``expected``
+    names the bridge it should be a port of, which saves a lookup when it is."""
     if not index:
         return ""
     if expected and _safe_index(s, expected) == index:
         return expected
-    snap = _snapshot() if ipr is s.host else None
+    snap = _snapshot() if where is Where.HOST else None
     if snap is not None and index in snap.names and snap.knows(snap.names[index]):
         return snap.names[index]
-    found = ipr.link("get", index=index)
+    found = s.at(where).link("get", index=index)
     return str(found[0].get_attr("IFLA_IFNAME")) if found else ""
 
 
@@ -568,12 +554,11 @@ class NetlinkDriver:
             links = (
                 snap.links.values()
                 if snap is not None and not snap.stale
-                else s.host.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS)
+                else map(_LinkFacts.of, s.host.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS))
             )
-            for msg in links:
-                alias = msg.get_attr("IFLA_IFALIAS") or ""
-                if naming.is_ours(alias):
-                    out.append((msg.get_attr("IFLA_IFNAME"), _kind(msg), alias))
+            for link in links:
+                if naming.is_ours(link.alias):
+                    out.append((link.name, link.kind, link.alias))
         return out
 
     def observe_vxlan(self, name: str) -> ObservedVxlan | None:
@@ -584,7 +569,7 @@ class NetlinkDriver:
             index = msg["index"]
             s.remember(Where.HOST, name, index)
             data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-            master = _master(s, s.host, msg)
+            master = _master(s, Where.HOST, msg.get_attr("IFLA_MASTER") or 0)
             entries = [e for e in s.host.fdb("dump", ifindex=index) if e["ifindex"] == index]
             flood = sorted(
                 str(e.get_attr("NDA_DST"))
