@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from .core import cluster as keys
 from .core.model import IPAddress, IPInterface, NetworkSpec
-from .errors import Conflict, DependencyUnavailable, NetplumbError, PreconditionFailed
+from .errors import Conflict, DependencyUnavailable, PreconditionFailed
 
 log = logging.getLogger("netplumb.cluster")
 
@@ -133,21 +133,6 @@ class Cluster:
             on_hosts(snapshot)
             members.sync_remote_endpoints(self._remote_table())  # VTEPs may have moved
 
-        # Hosts and networks once, now: the networks are built, with their
-        # tunnels, before the daemon serves, so that a first attach finds
-        # them. The watches deliver the same again and follow the changes.
-        try:
-            hosts, _ = self.etcd.get_prefix(keys.HOSTS)
-            networks, _ = self.etcd.get_prefix(keys.NETWORKS)
-        except NetplumbError as e:
-            log.warning(
-                "cluster: hosts and networks not read at start (%s); they are followed as "
-                "soon as etcd answers",
-                e.message,
-            )
-        else:
-            on_hosts(hosts)
-            on_networks(networks)
         self.etcd.watch_prefix(keys.HOSTS, on_hosts_too)
         self.etcd.watch_prefix(keys.NETWORKS, on_networks)
         self.etcd.watch_prefix(keys.NAMES, on_names)
