@@ -53,8 +53,11 @@ class Etcd(Protocol):
     def keep_registered(self, key: str, value: dict[str, Any], ttl: int) -> None: ...
     def unregister(self, key: str) -> None: ...
     def watch_prefix(
-        self, prefix: str, on_snapshot: Callable[[dict[str, dict[str, Any]]], None]
-    ) -> None: ...
+        self,
+        prefix: str,
+        on_snapshot: Callable[[dict[str, dict[str, Any]]], None],
+        first_here: bool = False,
+    ) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -133,10 +136,20 @@ class Cluster:
             on_hosts(snapshot)
             members.sync_remote_endpoints(self._remote_table())  # VTEPs may have moved
 
-        self.etcd.watch_prefix(keys.HOSTS, on_hosts_too)
-        self.etcd.watch_prefix(keys.NETWORKS, on_networks)
-        self.etcd.watch_prefix(keys.NAMES, on_names)
-        self.etcd.watch_prefix(keys.IPAM, on_ipam)
+        # The first snapshot of each is read and applied here, before the
+        # daemon serves: its networks (with their tunnels, DNS and known
+        # endpoints) are built when a first attach comes. The watch threads
+        # follow from those reads, so each snapshot is applied once, in
+        # order. If etcd does not answer, the rest is left to the threads
+        # (one wait for etcd at start, not four).
+        answered = True
+        for prefix, callback in (
+            (keys.HOSTS, on_hosts_too),
+            (keys.NETWORKS, on_networks),
+            (keys.NAMES, on_names),
+            (keys.IPAM, on_ipam),
+        ):
+            answered = self.etcd.watch_prefix(prefix, callback, first_here=answered)
         log.info(
             "cluster: host %s registered (underlay %s, ttl %d s)", self.host, underlay, self.ttl
         )

@@ -400,33 +400,58 @@ class EtcdDriver:
 
     # ------------------------------------------------------------ watch
 
-    def watch_prefix(self, prefix: str, on_snapshot: Callable[[Snapshot], None]) -> None:
+    def watch_prefix(
+        self, prefix: str, on_snapshot: Callable[[Snapshot], None], first_here: bool = False
+    ) -> bool:
         """Call ``on_snapshot`` with every document under ``prefix`` (relative
         keys), on a thread of the driver: once at start, after every change
         (bursts coalesced, ~50 ms after the last event) and after every
         reconnection (a fresh read, then a watch from that revision + 1, so
         nothing is missed). While etcd is unreachable it retries with backoff
         (up to 2 s); nothing is raised to the caller. Exceptions raised by
-        ``on_snapshot`` are logged. Returns at once."""
+        ``on_snapshot`` are logged.
+
+        With ``first_here`` the first snapshot is read and delivered on the
+        caller's thread before this returns (the thread then follows from
+        that read's revision, so every snapshot is delivered once, in order).
+        Returns whether that happened: False when etcd did not answer the
+        read (the thread then delivers it as soon as etcd answers) or when
+        ``first_here`` is not set."""
         w = _Watch(prefix=self._dir(prefix), callback=on_snapshot)
+        start: tuple[dict[str, bytes], int] | None = None
+        if first_here:
+            try:
+                start = self._range(w.prefix)
+            except NetplumbError as e:
+                log.warning("etcd watch on %s: cannot read at start: %s", prefix, e.message)
+            else:
+                self._deliver(w, start[0])
         w.thread = threading.Thread(
-            target=self._watch_loop, args=(w,), name=f"etcd-watch {prefix}", daemon=True
+            target=self._watch_loop, args=(w, start), name=f"etcd-watch {prefix}", daemon=True
         )
         with self._state_lock:
             self._watches.append(w)
         w.thread.start()
+        return start is not None
 
-    def _watch_loop(self, w: _Watch) -> None:
+    def _watch_loop(self, w: _Watch, start: tuple[dict[str, bytes], int] | None = None) -> None:
+        """``start``: a read already delivered (state, revision) to follow
+        from; None to read first."""
         name = w.prefix.decode()
         state: dict[str, bytes] = {}
         revision = 0  # every event up to here is in ``state``
         resync = True
+        just_read = start is not None  # no probe needed before the first stream
+        if start is not None:
+            (state, revision), resync = start, False
         backoff = BACKOFF_FIRST
         lost_since = 0.0
         while not self._stop.is_set():
             try:
                 if resync:
                     state, revision = self._range(w.prefix)
+                elif just_read:
+                    just_read = False
                 else:
                     # Renewing a stream closed for silence: a linearizable
                     # read first, so a member cut off from the others (whose

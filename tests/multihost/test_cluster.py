@@ -331,7 +331,7 @@ def test_a_container_keeps_its_address_across_restart_and_releases_it_when_remov
         ip = str(ep["addresses"][0]).split("/")[0]  # type: ignore[index]
         client = guests.new("h1")
         np(lab, "h1", "attach", network, f"netns:{client}")
-        wait_until(lambda: lookup(client, name, "198.19.96.1") == [ip], 5)
+        wait_resolved(lab, client, name, [ip], ("h1", "h2"))
         subprocess.run(["docker", "restart", "-t", "0", name], check=True, timeout=60)
         wait_until(lambda: ping(client, ip, tries=1), 10)
         again = np(lab, "h2", "ls")["endpoints"]
@@ -343,6 +343,21 @@ def test_a_container_keeps_its_address_across_restart_and_releases_it_when_remov
         wait_until(lambda: lookup(client, name, "198.19.96.1") == [], 5)
     finally:
         containers.cleanup()
+
+
+def wait_resolved(
+    lab: Lab, client: str, name: str, want: list[str], hosts: tuple[str, ...]
+) -> None:
+    """Wait (5 s) for ``name`` to resolve to ``want`` in ``client``; on
+    failure the agents' last log lines are in the message."""
+    try:
+        wait_until(lambda: lookup(client, name, "198.19.96.1") == want, 5)
+    except AssertionError:
+        logs = "\n".join(f"--- {h}:\n{lab.agent_log(h, tail=60)}" for h in hosts)
+        raise AssertionError(
+            f"{name} did not resolve to {want} within 5 s (now {lookup(client, name, '198.19.96.1')})"
+            f"\n{logs}"
+        ) from None
 
 
 def allocated(lab: Lab, network: str) -> int:

@@ -329,6 +329,55 @@ def test_watch_delivers_snapshots_and_coalesces_bursts(drivers: Callable[..., Et
     wait_for("called again after raising", lambda: calls[-1] == 2, 5)
 
 
+def test_watch_first_here_delivers_the_first_snapshot_before_returning_and_once(
+    drivers: Callable[..., EtcdDriver],
+) -> None:
+    """What the daemon relies on to build its networks before it serves:
+    the first snapshot on the caller's thread, then only changes."""
+    d, writer = drivers(), drivers()
+    writer.put("networks/n1", {"vni": 1})
+    threads: list[str] = []
+    seen = Snapshots()
+
+    def record(snapshot: dict[str, dict[str, Any]]) -> None:
+        threads.append(threading.current_thread().name)
+        seen(snapshot)
+
+    assert d.watch_prefix("networks/", record, first_here=True)
+    assert seen.seen == [{"networks/n1": {"vni": 1}}]
+    assert threads == [threading.current_thread().name]
+    time.sleep(0.3)  # the thread does not deliver the same read again
+    assert seen.count == 1
+    writer.put("networks/n2", {"vni": 2})
+    seen.wait("change followed", lambda s: "networks/n2" in s)
+    assert seen.count == 2
+    assert threads[1] != threads[0]
+
+
+def test_watch_first_here_with_etcd_away_returns_and_the_thread_delivers_later() -> None:
+    require_etcd()
+    with etcd_cluster(1) as etcd:
+        d = EtcdDriver(etcd.endpoints, prefix=unique_prefix(), timeout=1.0)
+        writer = EtcdDriver(etcd.endpoints, prefix=d.prefix)
+        try:
+            writer.put("hosts/h1", {"name": "h1"})
+            etcd.stop()
+            seen = Snapshots()
+            started = time.monotonic()
+            assert not d.watch_prefix("hosts/", seen, first_here=True)
+            waited = time.monotonic() - started
+            assert seen.count == 0
+            assert waited < 3, waited
+            etcd.start()
+            seen.wait(
+                "delivered when etcd is back", lambda s: s == {"hosts/h1": {"name": "h1"}}, 10
+            )
+            print(f"\nfirst_here with etcd down returned after {waited:.2f} s")
+        finally:
+            d.close()
+            writer.close()
+
+
 def test_watch_resyncs_after_an_outage() -> None:
     require_etcd()
     with etcd_cluster(1) as etcd:
