@@ -89,6 +89,7 @@ class Cluster:
         self._names: dict[tuple[str, str], list[str]] = {}
         self._hosts: dict[str, dict[str, Any]] = {}
         self._ipam: dict[str, dict[str, Any]] = {}
+        self._ipam_read = False  # ipam/ delivered at least once
         self.on_names: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------ joining
@@ -130,11 +131,18 @@ class Cluster:
         def on_ipam(snapshot: dict[str, dict[str, Any]]) -> None:
             with self._mu:
                 self._ipam = dict(snapshot)
+                self._ipam_read = True
             members.sync_remote_endpoints(self._remote_table())
 
         def on_hosts_too(snapshot: dict[str, dict[str, Any]]) -> None:
             on_hosts(snapshot)
-            members.sync_remote_endpoints(self._remote_table())  # VTEPs may have moved
+            with self._mu:
+                ipam_read = self._ipam_read
+            # VTEPs may have moved. Not before ipam/ was read: an empty table
+            # would take every programmed endpoint away (after a restart,
+            # hundreds of entries) only to put them back a moment later.
+            if ipam_read:
+                members.sync_remote_endpoints(self._remote_table())
 
         # The first snapshot of each is read and applied here, before the
         # daemon serves: its networks (with their tunnels, DNS and known

@@ -4,6 +4,7 @@ candidates, the peer list a host registry means, the names table."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -259,3 +260,59 @@ def test_networks_defined_faster_than_one_can_check_give_unavailable() -> None:
     with pytest.raises(DependencyUnavailable):
         _cluster(etcd).create_network(network_spec("mine", "198.19.127.0/24", 4314))  # type: ignore[attr-defined]
     assert etcd.get(cluster.vni_key(4314)) is None
+
+
+class ScriptedEtcd:
+    """Watches that deliver what the test says, when it says."""
+
+    def __init__(self) -> None:
+        self.watches: dict[str, Callable[[dict[str, dict[str, object]]], None]] = {}
+
+    def keep_registered(self, key: str, value: dict[str, object], ttl: int) -> None:
+        pass
+
+    def watch_prefix(
+        self,
+        prefix: str,
+        on_snapshot: Callable[[dict[str, dict[str, object]]], None],
+        first_here: bool = False,
+    ) -> bool:
+        self.watches[prefix] = on_snapshot
+        return False
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def sync_cluster_peers(self, wanted: object) -> None:
+        self.calls.append(("peers", wanted))
+
+    def sync_networks(self, networks: object) -> None:
+        self.calls.append(("networks", networks))
+
+    def sync_remote_endpoints(self, table: object) -> None:
+        self.calls.append(("remote", table))
+
+
+def test_remote_endpoints_are_not_synced_from_hosts_before_ipam_was_read() -> None:
+    """After a restart the hosts can arrive before ipam/: programming an
+    empty table then would take every known endpoint away."""
+    from netplumb.agent.cluster import Cluster
+
+    etcd, members = ScriptedEtcd(), Recorder()
+    Cluster(etcd, "h1", "a1", "0", 3).start(members, "198.18.0.1")  # type: ignore[arg-type]
+    hosts = {
+        "hosts/h1": {"name": "h1", "underlay": "198.18.0.1"},
+        "hosts/h2": {"name": "h2", "underlay": "198.18.0.2"},
+    }
+    etcd.watches[cluster.HOSTS](hosts)
+    assert [c[0] for c in members.calls] == ["peers"]
+    entry = {"host": "h2", "endpoint": "e2", "guest": "netns:x", "mac": "02:00:00:00:00:02"}
+    etcd.watches[cluster.IPAM]({"ipam/web/198.19.0.5": entry})
+    assert members.calls[-1] == (
+        "remote",
+        {"web": (("198.19.0.5", "02:00:00:00:00:02", "198.18.0.2"),)},
+    )
+    etcd.watches[cluster.HOSTS](hosts)  # from now on a hosts change re-programs
+    assert [c[0] for c in members.calls] == ["peers", "remote", "peers", "remote"]
