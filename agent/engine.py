@@ -402,7 +402,7 @@ class Engine:
         if record.spec.vni:
             return self._overlay_mtu(record.spec)
         if bridge_mtu is None:
-            bridge_mtu = self.netlink.observe_bridge(record.spec.name, addresses=False).mtu
+            bridge_mtu = self.netlink.link_mtu(record.spec.name)
         return bridge_mtu or 1500
 
     # -------------------------------------------------------------- guests
@@ -537,7 +537,7 @@ class Engine:
         record = self.store.bridges().get(name)
         if record is not None:
             return self._endpoint_mtu(record)
-        return self.netlink.observe_bridge(name, addresses=False).mtu or 1500
+        return self.netlink.link_mtu(name) or 1500
 
     # ------------------------------------------------------------ overlays
 

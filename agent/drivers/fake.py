@@ -455,6 +455,10 @@ class FakeNetlink:
     def observe_bridge(self, name: str, addresses: bool = True) -> ObservedBridge:
         return self.host.observe_bridge(name)
 
+    def link_mtu(self, name: str) -> int | None:
+        link = self.host.link(HOST, name)
+        return None if link is None else link.mtu
+
     def observe_endpoint(
         self, host_ifname: str, ifname: str, guest: NetnsHandle | None, bridge: str = ""
     ) -> ObservedEndpoint:

@@ -242,12 +242,19 @@ def test_bridge_lifecycle_and_adoption(daemon: Daemon, netns: Namespaces, bridge
 def test_attach_to_an_existing_unknown_bridge_adopts_it(
     daemon: Daemon, netns: Namespaces, bridge: str
 ) -> None:
-    run("ip", "link", "add", bridge, "type", "bridge")
+    run("ip", "link", "add", bridge, "mtu", "1420", "type", "bridge")
     run("ip", "link", "set", bridge, "up")
     ns = netns.new()
-    daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.12.5/24")
+    ep = daemon.cli_json("attach", bridge, f"netns:{ns}", "198.18.12.5/24")
     bridges = {b["spec"]["name"]: b for b in daemon.cli_json("bridge", "ls")["bridges"]}
     assert bridges[bridge]["owned"] is False
+    # the endpoint takes the MTU the bridge has (read from the kernel, not a record)
+    assert ep["mtu"] == 1420
+    assert link("eth1", ns)["mtu"] == link(ep["host_ifname"])["mtu"] == 1420  # type: ignore[index]
+    other = netns.new()
+    run("ip", "link", "set", bridge, "mtu", "1380")
+    assert daemon.cli_json("attach", bridge, f"netns:{other}")["mtu"] == 1380
+    daemon.cli_json("detach", f"netns:{other}")
     daemon.cli_json("detach", f"netns:{ns}")
     daemon.cli_json("bridge", "del", bridge)
     assert link(bridge) is not None

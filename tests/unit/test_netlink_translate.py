@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,8 +88,17 @@ def test_unreachable_ipv6_next_hop_is_invalid_spec() -> None:
 
 
 class _NoLinks:
-    def link_lookup(self, **kw: Any) -> list[int]:
-        return []
+    """Lookups by name are an ioctl on the connection's socket: a plain UDP
+    socket stands in for it (no interface np1 exists)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 class _Session(netlink.Session):
