@@ -101,11 +101,49 @@ class _ParserExit(Exception):
         self.status = status
 
 
+_width: dict[str | None, int] = {}
+
+
+def _help_width() -> int:
+    """What argparse's formatter asks shutil for ($COLUMNS, else the
+    terminal's, minus 2), once per value of $COLUMNS: it asks for every
+    argument added, and importing shutil costs milliseconds."""
+    env = os.environ.get("COLUMNS")
+    if env not in _width:
+        try:
+            columns = int(env or "")
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width[env] = (columns or 80) - 2
+    return _width[env]
+
+
+class _Help(argparse.HelpFormatter):
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _help_width())
+
+
+class _RawHelp(argparse.RawDescriptionHelpFormatter, _Help):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
     """Writes help to the streams main() was given (argparse would use
     sys.stdout) and never calls sys.exit."""
 
     def __init__(self, *args: Any, out: IO[str] | None = None, **kw: Any) -> None:
+        kw.setdefault("formatter_class", _Help)
         super().__init__(*args, **kw)
         self.out = out
 
@@ -164,16 +202,22 @@ def _common(json_default: Any = argparse.SUPPRESS) -> argparse.ArgumentParser:
     return p
 
 
-def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(out: IO[str] | None = None, only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; --help at any level prints to ``out`` (default
-    sys.stdout)."""
+    sys.stdout). With ``only`` (a command name) the other commands are left
+    out: building every subcommand's parser costs more than a short
+    command's whole round trip to the daemon."""
+
+    def want(name: str) -> bool:
+        return only is None or only == name
+
     common = _common()
     p = _Parser(
         out=out,
         prog="netplumb",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
         parents=[_common(json_default=False)],
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -184,113 +228,126 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
             name, help=help_, description=help_, parents=[common], out=out, **kw
         )
 
-    bridge = cmd(sub, "bridge", "create, delete and list bridges")
-    bsub = bridge.add_subparsers(dest="bridge_command", metavar="ACTION", parser_class=_Parser)
-    bsub.required = True
-    badd = cmd(
-        bsub,
-        "add",
-        "create a bridge, or adopt an existing Linux bridge of that name (never deleted by netplumb)",
-        epilog="example: netplumb bridge add bri0 --address 198.18.0.1/24 --address 2001:db8::1/64",
-    )
-    badd.add_argument("name", metavar="NAME", help="bridge name (at most 15 bytes)")
-    badd.add_argument("--kind", choices=["linux", "ovs"], default="linux", help="default linux")
-    badd.add_argument(
-        "--address",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="address on the bridge (repeatable)",
-    )
-    badd.add_argument("--mtu", type=_u32, default=0, metavar="N", help="bridge MTU (68..65535)")
-    badd.add_argument(
-        "--vni", type=_u32, default=0, metavar="N", help="overlay VNI (joins peers' bridges)"
-    )
-    badd.add_argument(
-        "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="overlay encapsulation"
-    )
-    bdel = cmd(bsub, "del", "delete a bridge netplumb created, or forget an adopted one")
-    bdel.add_argument("name", metavar="NAME")
-    cmd(bsub, "ls", "list bridges")
+    if want("bridge"):
+        bridge = cmd(sub, "bridge", "create, delete and list bridges")
+        bsub = bridge.add_subparsers(dest="bridge_command", metavar="ACTION", parser_class=_Parser)
+        bsub.required = True
+        badd = cmd(
+            bsub,
+            "add",
+            "create a bridge, or adopt an existing Linux bridge of that name (never deleted by netplumb)",
+            epilog="example: netplumb bridge add bri0 --address 198.18.0.1/24 --address 2001:db8::1/64",
+        )
+        badd.add_argument("name", metavar="NAME", help="bridge name (at most 15 bytes)")
+        badd.add_argument("--kind", choices=["linux", "ovs"], default="linux", help="default linux")
+        badd.add_argument(
+            "--address",
+            action="append",
+            default=[],
+            metavar="CIDR",
+            help="address on the bridge (repeatable)",
+        )
+        badd.add_argument("--mtu", type=_u32, default=0, metavar="N", help="bridge MTU (68..65535)")
+        badd.add_argument(
+            "--vni", type=_u32, default=0, metavar="N", help="overlay VNI (joins peers' bridges)"
+        )
+        badd.add_argument(
+            "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="overlay encapsulation"
+        )
+        bdel = cmd(bsub, "del", "delete a bridge netplumb created, or forget an adopted one")
+        bdel.add_argument("name", metavar="NAME")
+        cmd(bsub, "ls", "list bridges")
 
-    att = cmd(
-        sub,
-        "attach",
-        "attach a guest to a bridge with a veth pair (or: a macvlan on a host interface, "
-        "the host interface itself, a dummy interface)",
-        epilog="""examples:
+    if want("attach"):
+        att = cmd(
+            sub,
+            "attach",
+            "attach a guest to a bridge with a veth pair (or: a macvlan on a host interface, "
+            "the host interface itself, a dummy interface)",
+            epilog="""examples:
   netplumb attach bri0 netns:blue 198.18.0.10/24@198.18.0.1 --route 198.19.0.0/16@198.18.0.254
   netplumb attach bri0 web --dhcp udhcpc --dhcp-keep        # DHCP, lease renewed
   netplumb attach --kind macvlan eth2 web 198.18.0.5/24     # a macvlan on eth2
   netplumb attach --kind phys eth3 web 198.18.0.6/24        # eth3 itself moves into web
   netplumb attach --kind phys mac:52:54:00:12:34:56 web 0/0 # the interface with that MAC""",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    att.add_argument(
-        "bridge",
-        metavar="BRIDGE|HOSTIF",
-        help="the bridge; with --kind macvlan or phys the host interface (or mac:MAC); "
-        "with --kind dummy '-'",
-    )
-    att.add_argument("guest", metavar="GUEST", help="netns:NAME, NAME, pid:PID or a namespace path")
-    att.add_argument(
-        "addresses",
-        nargs="*",
-        metavar="ADDRESS[@GATEWAY]",
-        help="CIDR, optionally with the default gateway of its family after '@'",
-    )
-    att.add_argument(
-        "--ifname", default="", metavar="IF", help="interface name in the guest (default eth1)"
-    )
-    att.add_argument(
-        "--host-ifname", default="", metavar="IF", help="host-side veth name (default np + hash)"
-    )
-    att.add_argument("--mac", default="", metavar="MAC", help="guest MAC (default stable, derived)")
-    att.add_argument("--mtu", type=_u32, default=0, metavar="N", help="MTU (default the bridge's)")
-    att.add_argument(
-        "--vlan", type=_u32, default=0, metavar="ID", help="access VLAN of the port (1..4094)"
-    )
-    att.add_argument(
-        "--route",
-        action="append",
-        default=[],
-        metavar="DEST[@VIA]",
-        help="extra route in the guest (repeatable)",
-    )
-    att.add_argument(
-        "--kind",
-        choices=["veth", "macvlan", "phys", "dummy"],
-        default="veth",
-        help="what the guest's interface is (default veth)",
-    )
-    att.add_argument(
-        "--name",
-        default="",
-        metavar="NAME",
-        help="cluster networks: publish the endpoint under NAME (containers: their name)",
-    )
-    att.add_argument(
-        "--dhcp",
-        default="",
-        metavar="CLIENT",
-        help="get the IPv4 address by DHCP: udhcpc, dhclient, dhcpcd, or dhcp (any installed)",
-    )
-    att.add_argument(
-        "--dhcp-keep", action="store_true", help="keep the client running to renew the lease"
-    )
-    att.add_argument(
-        "--dhcp-option",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for the DHCP client (repeatable)",
-    )
+            formatter_class=_RawHelp,
+        )
+        att.add_argument(
+            "bridge",
+            metavar="BRIDGE|HOSTIF",
+            help="the bridge; with --kind macvlan or phys the host interface (or mac:MAC); "
+            "with --kind dummy '-'",
+        )
+        att.add_argument(
+            "guest", metavar="GUEST", help="netns:NAME, NAME, pid:PID or a namespace path"
+        )
+        att.add_argument(
+            "addresses",
+            nargs="*",
+            metavar="ADDRESS[@GATEWAY]",
+            help="CIDR, optionally with the default gateway of its family after '@'",
+        )
+        att.add_argument(
+            "--ifname", default="", metavar="IF", help="interface name in the guest (default eth1)"
+        )
+        att.add_argument(
+            "--host-ifname",
+            default="",
+            metavar="IF",
+            help="host-side veth name (default np + hash)",
+        )
+        att.add_argument(
+            "--mac", default="", metavar="MAC", help="guest MAC (default stable, derived)"
+        )
+        att.add_argument(
+            "--mtu", type=_u32, default=0, metavar="N", help="MTU (default the bridge's)"
+        )
+        att.add_argument(
+            "--vlan", type=_u32, default=0, metavar="ID", help="access VLAN of the port (1..4094)"
+        )
+        att.add_argument(
+            "--route",
+            action="append",
+            default=[],
+            metavar="DEST[@VIA]",
+            help="extra route in the guest (repeatable)",
+        )
+        att.add_argument(
+            "--kind",
+            choices=["veth", "macvlan", "phys", "dummy"],
+            default="veth",
+            help="what the guest's interface is (default veth)",
+        )
+        att.add_argument(
+            "--name",
+            default="",
+            metavar="NAME",
+            help="cluster networks: publish the endpoint under NAME (containers: their name)",
+        )
+        att.add_argument(
+            "--dhcp",
+            default="",
+            metavar="CLIENT",
+            help="get the IPv4 address by DHCP: udhcpc, dhclient, dhcpcd, or dhcp (any installed)",
+        )
+        att.add_argument(
+            "--dhcp-keep", action="store_true", help="keep the client running to renew the lease"
+        )
+        att.add_argument(
+            "--dhcp-option",
+            action="append",
+            default=[],
+            metavar="ARG",
+            help="extra argument for the DHCP client (repeatable)",
+        )
 
-    det = cmd(sub, "detach", "remove a guest's endpoints (all of them without --ifname)")
-    det.add_argument("guest", metavar="GUEST")
-    det.add_argument("--ifname", default="", metavar="IF")
+    if want("detach"):
+        det = cmd(sub, "detach", "remove a guest's endpoints (all of them without --ifname)")
+        det.add_argument("guest", metavar="GUEST")
+        det.add_argument("--ifname", default="", metavar="IF")
 
-    cmd(sub, "ls", "list endpoints")
+    if want("ls"):
+        cmd(sub, "ls", "list endpoints")
 
     for tool, example in (
         ("rule", "netplumb rule web add from 198.18.0.0/24 table 100 priority 100"),
@@ -299,6 +356,8 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
             "netplumb tc web qdisc add dev eth1 root tbf rate 10mbit burst 32kbit latency 400ms",
         ),
     ):
+        if not want(tool):
+            continue
         t = cmd(
             sub,
             tool,
@@ -307,117 +366,135 @@ def build_parser(out: IO[str] | None = None) -> argparse.ArgumentParser:
             else "run a tc command inside an attached guest and record it",
             epilog=f"example: {example}\n(recorded with the guest's endpoint and applied again "
             "whenever its interface is re-created; 'del' forgets)",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_RawHelp,
         )
         t.add_argument("--ifname", default="", metavar="IF", help="endpoint to record it with")
         t.add_argument("guest", metavar="GUEST")
         t.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
-    route = cmd(sub, "route", "add or remove routes inside an attached guest")
-    rsub = route.add_subparsers(dest="route_command", metavar="ACTION", parser_class=_Parser)
-    rsub.required = True
-    radd = cmd(rsub, "add", "add a route (recorded, restored after restarts)")
-    radd.add_argument("guest", metavar="GUEST")
-    radd.add_argument("destination", metavar="DEST", help="CIDR or 'default'")
-    radd.add_argument("--via", default="", metavar="GW", help="next hop (default on-link)")
-    radd.add_argument("--metric", type=_u32, default=0, metavar="N")
-    radd.add_argument(
-        "--ifname", default="", metavar="IF", help="needed when the guest has several endpoints"
-    )
-    rdel = cmd(rsub, "del", "remove a route")
-    rdel.add_argument("guest", metavar="GUEST")
-    rdel.add_argument("destination", metavar="DEST")
-    rdel.add_argument("--ifname", default="", metavar="IF")
+    if want("route"):
+        route = cmd(sub, "route", "add or remove routes inside an attached guest")
+        rsub = route.add_subparsers(dest="route_command", metavar="ACTION", parser_class=_Parser)
+        rsub.required = True
+        radd = cmd(rsub, "add", "add a route (recorded, restored after restarts)")
+        radd.add_argument("guest", metavar="GUEST")
+        radd.add_argument("destination", metavar="DEST", help="CIDR or 'default'")
+        radd.add_argument("--via", default="", metavar="GW", help="next hop (default on-link)")
+        radd.add_argument("--metric", type=_u32, default=0, metavar="N")
+        radd.add_argument(
+            "--ifname", default="", metavar="IF", help="needed when the guest has several endpoints"
+        )
+        rdel = cmd(rsub, "del", "remove a route")
+        rdel.add_argument("guest", metavar="GUEST")
+        rdel.add_argument("destination", metavar="DEST")
+        rdel.add_argument("--ifname", default="", metavar="IF")
 
-    peer = cmd(sub, "peer", "add, remove and list peer hosts (overlay tunnels go to every peer)")
-    psub = peer.add_subparsers(dest="peer_command", metavar="ACTION", parser_class=_Parser)
-    psub.required = True
-    padd = cmd(
-        psub,
-        "add",
-        "add a peer host: every overlay bridge gets a tunnel to it",
-        epilog="example: netplumb peer add 198.18.0.12 --name h2",
-    )
-    padd.add_argument(
-        "address",
-        metavar="ADDRESS",
-        nargs="+",
-        help="the peer's underlay address (several: one call)",
-    )
-    padd.add_argument("--name", default="", metavar="NAME", help="a name for the peer")
-    pdel = cmd(psub, "del", "remove a peer and its tunnels")
-    pdel.add_argument("peer", metavar="ADDRESS|NAME")
-    cmd(psub, "ls", "list peers and the state of each tunnel")
+    if want("peer"):
+        peer = cmd(
+            sub, "peer", "add, remove and list peer hosts (overlay tunnels go to every peer)"
+        )
+        psub = peer.add_subparsers(dest="peer_command", metavar="ACTION", parser_class=_Parser)
+        psub.required = True
+        padd = cmd(
+            psub,
+            "add",
+            "add a peer host: every overlay bridge gets a tunnel to it",
+            epilog="example: netplumb peer add 198.18.0.12 --name h2",
+        )
+        padd.add_argument(
+            "address",
+            metavar="ADDRESS",
+            nargs="+",
+            help="the peer's underlay address (several: one call)",
+        )
+        padd.add_argument("--name", default="", metavar="NAME", help="a name for the peer")
+        pdel = cmd(psub, "del", "remove a peer and its tunnels")
+        pdel.add_argument("peer", metavar="ADDRESS|NAME")
+        cmd(psub, "ls", "list peers and the state of each tunnel")
 
-    network = cmd(
-        sub,
-        "network",
-        "cluster mode: define, delete and list networks (every host builds the same bridge)",
-    )
-    nsub = network.add_subparsers(dest="network_command", metavar="ACTION", parser_class=_Parser)
-    nsub.required = True
-    ncreate = cmd(
-        nsub,
-        "create",
-        "define a network for the whole cluster: a bridge of that name on every host, joined by "
-        "an overlay; attaches to it get addresses from SUBNET and the names resolve everywhere",
-        epilog="example: netplumb network create web --subnet 198.19.10.0/24 --vni 10\n"
-        "         netplumb attach web mycontainer       # an address from the subnet, by name",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ncreate.add_argument("name", metavar="NAME", help="network (and bridge, and DNS zone) name")
-    ncreate.add_argument("--subnet", required=True, metavar="CIDR", help="addresses come from it")
-    ncreate.add_argument("--vni", required=True, type=_u32, metavar="N", help="overlay VNI")
-    ncreate.add_argument("--kind", choices=["linux", "ovs"], default="linux", help="default linux")
-    ncreate.add_argument(
-        "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="default vxlan"
-    )
-    ncreate.add_argument(
-        "--gateway", default="", metavar="IP", help="default the subnet's first address"
-    )
-    ncreate.add_argument(
-        "--dns-address", default="", metavar="IP", help="where guests ask DNS (default the gateway)"
-    )
-    ndel = cmd(nsub, "del", "delete a network (refused while endpoints use it anywhere)")
-    ndel.add_argument("name", metavar="NAME")
-    cmd(nsub, "ls", "list the cluster's networks")
+    if want("network"):
+        network = cmd(
+            sub,
+            "network",
+            "cluster mode: define, delete and list networks (every host builds the same bridge)",
+        )
+        nsub = network.add_subparsers(
+            dest="network_command", metavar="ACTION", parser_class=_Parser
+        )
+        nsub.required = True
+        ncreate = cmd(
+            nsub,
+            "create",
+            "define a network for the whole cluster: a bridge of that name on every host, joined by "
+            "an overlay; attaches to it get addresses from SUBNET and the names resolve everywhere",
+            epilog="example: netplumb network create web --subnet 198.19.10.0/24 --vni 10\n"
+            "         netplumb attach web mycontainer       # an address from the subnet, by name",
+            formatter_class=_RawHelp,
+        )
+        ncreate.add_argument("name", metavar="NAME", help="network (and bridge, and DNS zone) name")
+        ncreate.add_argument(
+            "--subnet", required=True, metavar="CIDR", help="addresses come from it"
+        )
+        ncreate.add_argument("--vni", required=True, type=_u32, metavar="N", help="overlay VNI")
+        ncreate.add_argument(
+            "--kind", choices=["linux", "ovs"], default="linux", help="default linux"
+        )
+        ncreate.add_argument(
+            "--tunnel", choices=["vxlan", "geneve", "gre"], default="", help="default vxlan"
+        )
+        ncreate.add_argument(
+            "--gateway", default="", metavar="IP", help="default the subnet's first address"
+        )
+        ncreate.add_argument(
+            "--dns-address",
+            default="",
+            metavar="IP",
+            help="where guests ask DNS (default the gateway)",
+        )
+        ndel = cmd(nsub, "del", "delete a network (refused while endpoints use it anywhere)")
+        ndel.add_argument("name", metavar="NAME")
+        cmd(nsub, "ls", "list the cluster's networks")
 
-    about = "check this host's set-up for netplumb, with or without a running daemon"
-    # Its own options: doctor looks at this host, never through --connect.
-    doc = sub.add_parser(
-        "doctor",
-        help=about,
-        description=about,
-        epilog=DOCTOR_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        out=out,
-    )
-    doc.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="netplumbd's configuration (default /etc/netplumb/netplumbd.toml if present)",
-    )
-    doc.add_argument(
-        "--socket",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="the daemon's socket (default: the configuration's, else $NETPLUMB_SOCKET, "
-        "else /run/netplumb/netplumbd.sock)",
-    )
-    doc.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
-    )
-    doc.add_argument(
-        "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        default=argparse.SUPPRESS,
-        help="how long to wait for the daemon and each dependency (default 3)",
-    )
-    cmd(sub, "status", "show the daemon's status")
-    cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
-    cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
+    if want("doctor"):
+        about = "check this host's set-up for netplumb, with or without a running daemon"
+        # Its own options: doctor looks at this host, never through --connect.
+        doc = sub.add_parser(
+            "doctor",
+            help=about,
+            description=about,
+            epilog=DOCTOR_EPILOG,
+            formatter_class=_RawHelp,
+            out=out,
+        )
+        doc.add_argument(
+            "--config",
+            metavar="FILE",
+            default=None,
+            help="netplumbd's configuration (default /etc/netplumb/netplumbd.toml if present)",
+        )
+        doc.add_argument(
+            "--socket",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="the daemon's socket (default: the configuration's, else $NETPLUMB_SOCKET, "
+            "else /run/netplumb/netplumbd.sock)",
+        )
+        doc.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+        )
+        doc.add_argument(
+            "--timeout",
+            type=_seconds,
+            metavar="SECONDS",
+            default=argparse.SUPPRESS,
+            help="how long to wait for the daemon and each dependency (default 3)",
+        )
+    if want("status"):
+        cmd(sub, "status", "show the daemon's status")
+    if want("check"):
+        cmd(sub, "check", "report drift between the records and the host (exit 6 if any)")
+    if want("reconcile"):
+        cmd(sub, "reconcile", "repair drift now, as the daemon does at start")
     return p
 
 
@@ -556,6 +633,48 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+COMMANDS = frozenset(
+    {
+        "bridge",
+        "attach",
+        "detach",
+        "ls",
+        "rule",
+        "tc",
+        "route",
+        "peer",
+        "network",
+        "doctor",
+        "status",
+        "check",
+        "reconcile",
+    }
+)
+_GLOBAL_VALUED = frozenset(
+    {"--socket", "--connect", "--tls-cert", "--tls-key", "--tls-ca", "--timeout"}
+)
+_GLOBAL_FLAGS = frozenset({"--json", "--insecure-tcp"})
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs, found as argparse will find it, or None
+    when that is not certain (help, an abbreviated or unknown option, no
+    command): then the whole parser is built and judges."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if not a.startswith("-"):
+            return a if a in COMMANDS else None
+        name, eq, _ = a.partition("=")
+        if name in _GLOBAL_VALUED:
+            i += 1 if eq else 2
+        elif name in _GLOBAL_FLAGS and not eq:
+            i += 1
+        else:
+            return None
+    return None
+
+
 def main(
     argv: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -567,7 +686,7 @@ def main(
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(out)
+    parser = build_parser(out, only=command_in(argv))
     try:
         for a in argv:
             if not _is_text(a):

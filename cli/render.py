@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from netplumb.v1 import agent_pb2 as pb
-
+from . import client
 from .client import KINDS, TUNNELS
+
+if TYPE_CHECKING:
+    from netplumb.v1 import agent_pb2 as pb
+else:
+    pb = client.pb  # agent_pb2 through the client, which lightens protobuf's import first
 
 _STATES = {
     pb.ENDPOINT_STATE_READY: "ready",
@@ -112,6 +115,8 @@ def _endpoint_line(ep: pb.Endpoint) -> str:
 
 def reply(kind: str, data: Any, json_mode: bool, out: IO[str]) -> None:
     if json_mode:
+        import json  # only --json needs it
+
         json.dump(_json(kind, data), out, indent=2, sort_keys=True)
         out.write("\n")
         return
@@ -298,5 +303,7 @@ def error(e: Any, json_mode: bool, out: IO[str], err: IO[str]) -> None:
                 "hint": e.hint,
             }
         }
+        import json
+
         json.dump(doc, out, indent=2, sort_keys=True)
         out.write("\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from urllib.parse import unquote
 
 from .codes import Code
 
@@ -248,6 +247,8 @@ class WireChannel:
                 Code.INTERNAL, f"no grpc-status in the response (HTTP {head.get(':status')})"
             )
         if status != "0":
+            from urllib.parse import unquote  # errors only: ~5 ms of start-up otherwise
+
             message = unquote(trailers.get("grpc-message", head.get("grpc-message", "")))
             try:
                 code = Code(int(status))

@@ -547,3 +547,73 @@ def test_the_cli_never_imports_agent_code() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+# ------------------------------------------------- lazily built command line
+
+
+def _subcommands(parser: Any) -> dict[str, Any]:
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_the_command_list_is_the_full_parsers() -> None:
+    from netplumb.cli.main import COMMANDS, build_parser
+
+    assert set(_subcommands(build_parser())) == COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["attach", "br0", "netns:a"], "attach"),
+        (["--json", "ls"], "ls"),
+        (["--socket", "ls", "attach", "br0", "netns:a"], "attach"),  # a value named like a command
+        (["--socket=/run/x.sock", "bridge", "ls"], "bridge"),
+        (["--timeout", "5", "--insecure-tcp", "status"], "status"),
+        (["--sock", "/run/x.sock", "ls"], None),  # abbreviated: argparse decides
+        (["--help", "attach"], None),  # the top-level help lists every command
+        (["--json=1", "ls"], None),
+        (["frob"], None),
+        ([], None),
+    ],
+)
+def test_the_command_is_found_before_parsing_or_left_to_the_full_parser(
+    argv: list[str], command: str | None
+) -> None:
+    from netplumb.cli.main import command_in
+
+    assert command_in(argv) == command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bridge", "add", "br0", "--address", "198.18.0.1/24", "--kind", "ovs"],
+        ["--json", "attach", "br0", "netns:blue", "198.18.0.10/24@198.18.0.1", "--mtu", "1400"],
+        ["detach", "netns:blue", "--ifname", "eth1"],
+        ["--timeout", "3", "ls"],
+        ["rule", "web", "add", "from", "198.18.0.0/24", "table", "100"],
+        ["tc", "web", "qdisc", "show"],
+        ["route", "add", "netns:blue", "default", "--via", "198.18.0.1"],
+        ["peer", "add", "198.18.0.2", "198.18.0.3"],
+        ["network", "create", "web", "--subnet", "198.19.10.0/24", "--vni", "10"],
+        ["doctor", "--json"],
+        ["status"],
+        ["check"],
+        ["reconcile"],
+    ],
+)
+def test_a_command_parses_and_helps_the_same_with_only_its_parser_built(argv: list[str]) -> None:
+    from netplumb.cli.main import build_parser, command_in
+
+    only = command_in(argv)
+    assert only is not None
+    full, lazy = build_parser(io.StringIO()), build_parser(io.StringIO(), only=only)
+    assert vars(lazy.parse_args(argv)) == vars(full.parse_args(argv))
+    assert list(_subcommands(lazy)) == [only]
+    assert _subcommands(lazy)[only].format_help() == _subcommands(full)[only].format_help()
