@@ -108,6 +108,7 @@ class _Session(netlink.Session):
         self.guest_ns = guest
         self.host = _NoLinks()  # type: ignore[assignment]
         self._guest = None
+        self._guest_reader = None
         self._index = {}
 
     @property
@@ -115,6 +116,9 @@ class _Session(netlink.Session):
         return self.host
 
     def at(self, where: Where) -> Any:
+        return self.host
+
+    def reader(self, where: Where) -> Any:
         return self.host
 
 
