@@ -394,15 +394,9 @@ def _join_cluster(cluster: Any, engine: Engine, cfg: config_mod.Config) -> Any:
 
         def sync_networks(self, networks: Any) -> None:
             engine.sync_networks(networks)
-            for name, net in networks.items():
-                if net.dns is not None:
-                    try:
-                        dns.serve(name, str(net.dns))
-                    except NetplumbError as e:
-                        log.error("cluster: DNS for network %s not served: %s", name, e)
-            for name in list(dns.served):
-                if name not in networks:
-                    dns.stop(name)
+            wanted = {n: str(net.dns) for n, net in networks.items() if net.dns is not None}
+            for name, e in dns.follow(wanted).items():
+                log.error("cluster: DNS for network %s not served: %s", name, e)
 
     try:
         underlay = cfg.underlay_address or engine._underlay()[0]

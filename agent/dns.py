@@ -48,7 +48,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +56,7 @@ from typing import Any
 from dnslib import AAAA, CLASS, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 from dnslib.label import DNSBuffer
 
-from .errors import Conflict, InvalidSpec, PreconditionFailed
+from .errors import Conflict, InvalidSpec, NetplumbError, PreconditionFailed
 
 log = logging.getLogger("netplumb.dns")
 
@@ -489,6 +489,35 @@ class DnsServer:
             self._in_loop(lambda: self._swap(old, new))
             self._endpoints[network] = new
             log.info("DNS for %s on %s:%d", network, ip, self._port)
+
+    def follow(self, wanted: Mapping[str, str]) -> dict[str, NetplumbError]:
+        """Answer for exactly the networks of ``wanted`` (network -> DNS
+        address): the others are stopped first, so a network that takes the
+        address of one deleted in the same change gets it; an address that
+        moves between two networks is tried again once the rest is done.
+        Returns the networks that could not be served, with why."""
+        for network in list(self.served):
+            if network not in wanted:
+                self.stop(network)
+        failed: dict[str, NetplumbError] = {}
+        for network, address in sorted(wanted.items()):
+            try:
+                self.serve(network, address)
+            except NetplumbError as e:
+                failed[network] = e
+        retry = sorted(n for n, e in failed.items() if isinstance(e, Conflict))
+        if retry:
+            # Addresses that move between networks: those that found theirs
+            # taken let go of what they held (another wants it), then try again.
+            for network in retry:
+                self.stop(network)
+                del failed[network]
+            for network in retry:
+                try:
+                    self.serve(network, wanted[network])
+                except NetplumbError as e:
+                    failed[network] = e
+        return failed
 
     def stop(self, network: str) -> None:
         """Stop answering for ``network`` (its sockets and TCP connections

@@ -59,6 +59,8 @@ for line in sys.stdin:
             servers[sid].serve(cmd["network"], cmd["address"])
         elif op == "stop":
             servers[sid].stop(cmd["network"])
+        elif op == "follow":
+            result = {n: type(e).__name__ for n, e in servers[sid].follow(cmd["wanted"]).items()}
         elif op == "served":
             result = servers[sid].served
         elif op == "close":
@@ -414,6 +416,27 @@ def test_moves_and_stops(lab: Lab) -> None:
         assert lab.unreachable(second)
         lab.call("serve", other, network="red", address=second)  # the port is free again
         assert addrs(lab.query(second, "web")) == [f"{NET}.30"]
+
+
+def test_follow_hands_an_address_from_a_deleted_network_to_a_new_one(lab: Lab) -> None:
+    """One change (a watch snapshot) deletes a network and creates another
+    with the same DNS address; then two networks swap addresses."""
+    first, second = f"{NET}.17", f"{NET}.18"
+    lab.add_address(first)
+    lab.add_address(second)
+    with lab.server() as sid:
+        assert lab.call("follow", sid, wanted={"blue": first}) == {}
+        assert lab.call("follow", sid, wanted={"red": first}) == {}
+        assert lab.call("served", sid) == {"red": first}
+        assert addrs(lab.query(first, "web")) == [f"{NET}.30"]  # red's table
+        assert lab.call("follow", sid, wanted={"red": first, "blue": second}) == {}
+        assert lab.call("follow", sid, wanted={"red": second, "blue": first}) == {}
+        assert lab.call("served", sid) == {"red": second, "blue": first}
+        assert addrs(lab.query(first, "db")) == [f"{NET}.11"]
+        assert addrs(lab.query(second, "web")) == [f"{NET}.30"]
+        assert lab.call("follow", sid, wanted={}) == {}
+        assert lab.call("served", sid) == {}
+        assert lab.unreachable(first) and lab.unreachable(second)
 
 
 def test_malformed_packets_do_not_stop_it(lab: Lab) -> None:
