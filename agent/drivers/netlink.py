@@ -787,7 +787,7 @@ class NetlinkDriver:
             links = (
                 snap.links.values()
                 if snap is not None and not snap.stale
-                else map(_LinkFacts.of, s.host.link("dump", ext_mask=RTEXT_FILTER_SKIP_STATS))
+                else map(_LinkFacts.of, s.reader(Where.HOST).links())
             )
             for link in links:
                 if naming.is_ours(link.alias):
