@@ -47,6 +47,7 @@ PREFIX = "netplumb_"
 # the lease (seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # RPCs that change nothing: the state the sampler reads cannot have moved.
+FIRST_SAMPLE_WAIT = 60.0  # seconds: at the latest, without a start-up reconcile
 _READ_ONLY = ("List", "Get")  # (Check wakes it: what it found drifted is news)
 # Concurrent scrapes served at once; more connections are closed unanswered.
 MAX_CONNECTIONS = 8
@@ -170,7 +171,6 @@ class Metrics:
         Call before the start-up reconcile so that it is counted."""
         self.engine = engine
         engine.on_converged.append(self.observe_convergence)
-        self._wake.set()
         self._sampler = threading.Thread(target=self._sample_loop, name="metrics", daemon=True)
         self._sampler.start()
 
@@ -179,6 +179,10 @@ class Metrics:
         self._wake.set()
 
     def _sample_loop(self) -> None:
+        # The first sample waits for the start-up reconcile (the first
+        # convergence wakes it): sampling meanwhile would compete with it
+        # for the interpreter and read a host that is being repaired.
+        self._wake.wait(FIRST_SAMPLE_WAIT)
         while not self._stop.is_set():
             self._wake.wait(self.sample_interval)
             self._wake.clear()

@@ -200,6 +200,27 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def start_up(engine: Any) -> None:
+    """What the daemon's start-up reconcile ends with: a convergence."""
+    for observer in engine.on_converged:
+        observer("reconcile", 0, 0, 0)
+
+
+def test_the_first_sample_waits_for_the_start_up_reconcile() -> None:
+    """Sampling (a dump of every host link, a look at every guest) while the
+    start-up reconcile runs would compete with it."""
+    engine = FakeEngine()
+    m = Metrics(sample_interval=60, min_sample_gap=0)
+    m.watch(engine)  # type: ignore[arg-type]
+    try:
+        time.sleep(0.3)
+        assert not m.sample.at
+        start_up(engine)
+        wait_for(lambda: m.sample.at)
+    finally:
+        m.close()
+
+
 def test_gauges_and_dependencies_from_cached_state() -> None:
     engine = FakeEngine()
     m = Metrics(sample_interval=60, min_sample_gap=0)
@@ -226,6 +247,7 @@ def test_gauges_and_dependencies_from_cached_state() -> None:
         engine.docker = None
         assert [name for name, _ in dependencies(engine)] == ["etcd"]  # type: ignore[arg-type]
 
+        start_up(engine)
         wait_for(lambda: m.sample.at)
         assert value(m, "netplumb_endpoints_not_ready") == 1
         labels = {"bridge": "br0", "peer": "198.18.0.12", "type": "vxlan"}
@@ -251,6 +273,7 @@ def test_a_scrape_does_not_wait_for_a_hanging_sample() -> None:
     m = Metrics(sample_interval=60, min_sample_gap=0)
     m.watch(engine)  # type: ignore[arg-type]
     try:
+        start_up(engine)
         wait_for(lambda: m.sample.at)
         engine.release.clear()
         m.observe_rpc("Attach", "OK", "", 0.01)  # wakes the sampler, which now hangs
