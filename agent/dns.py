@@ -499,24 +499,24 @@ class DnsServer:
         for network in list(self.served):
             if network not in wanted:
                 self.stop(network)
-        failed: dict[str, NetplumbError] = {}
-        for network, address in sorted(wanted.items()):
-            try:
-                self.serve(network, address)
-            except NetplumbError as e:
-                failed[network] = e
-        retry = sorted(n for n, e in failed.items() if isinstance(e, Conflict))
-        if retry:
-            # Addresses that move between networks: those that found theirs
-            # taken let go of what they held (another wants it), then try again.
-            for network in retry:
-                self.stop(network)
-                del failed[network]
-            for network in retry:
+
+        def serve(networks: Iterable[str]) -> dict[str, NetplumbError]:
+            failed: dict[str, NetplumbError] = {}
+            for network in networks:
                 try:
                     self.serve(network, wanted[network])
                 except NetplumbError as e:
                     failed[network] = e
+            return failed
+
+        failed = serve(sorted(wanted))
+        # Addresses that move between networks: those that found theirs taken
+        # let go of what they held (another wants it), then try again.
+        moved = sorted(n for n, e in failed.items() if isinstance(e, Conflict))
+        for network in moved:
+            self.stop(network)
+            del failed[network]
+        failed.update(serve(moved))
         return failed
 
     def stop(self, network: str) -> None:

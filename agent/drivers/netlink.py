@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
@@ -85,6 +85,7 @@ from ..errors import (
 from .netns import NETLINK_ROUTE, NetnsHandle, socket_in, throwaway_socket, write_sysctl_in
 
 log = logging.getLogger("netplumb.netlink")
+T = TypeVar("T")
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
@@ -284,11 +285,7 @@ def _open_reader(handle: NetnsHandle | None) -> _Reader:
 
 
 def _host_reader() -> _Reader:
-    reader: _Reader | None = getattr(_tls, "reader", None)
-    if reader is None:
-        reader = _open_reader(None)
-        _tls.reader = reader
-    return reader
+    return _per_thread("reader", lambda: _open_reader(None))
 
 
 # One host-namespace netlink connection per thread, kept for the thread's
@@ -298,11 +295,16 @@ _tls = threading.local()
 
 
 def _host_ipr() -> IPRoute:
-    ipr: IPRoute | None = getattr(_tls, "host", None)
-    if ipr is None:
-        ipr = _open(None)
-        _tls.host = ipr
-    return ipr
+    return _per_thread("host", lambda: _open(None))
+
+
+def _per_thread(attr: str, open_: Callable[[], T]) -> T:
+    """This thread's connection kept under ``attr``, opened on first use."""
+    conn: T | None = getattr(_tls, attr, None)
+    if conn is None:
+        conn = open_()
+        setattr(_tls, attr, conn)
+    return conn
 
 
 def _drop_host_ipr() -> None:
@@ -479,10 +481,6 @@ class Session:
 # ------------------------------------------------------------- observation
 
 
-def _link_by_name(reader: _Reader, name: str) -> Any | None:
-    return reader.link(name=name)
-
-
 def _kind(msg: Any) -> str:
     return msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""
 
@@ -547,7 +545,7 @@ def _link_facts(s: Session, where: Where, name: str) -> _LinkFacts | None:
     snap = _snapshot() if where is Where.HOST else None
     if snap is not None and snap.knows(name):
         return snap.links.get(name)
-    msg = _link_by_name(s.reader(where), name)
+    msg = s.reader(where).link(name=name)
     return _LinkFacts.of(msg) if msg is not None else None
 
 
@@ -694,24 +692,23 @@ class NetlinkDriver:
         """The bridge link; ``addresses=False`` skips the address dump (the
         cheap form, for its MTU)."""
         with self._session(None) as s:
-            msg = _link_by_name(s.reader(Where.HOST), name)
+            reader = s.reader(Where.HOST)
+            msg = reader.link(name=name)
             if msg is None:
                 s.forget(Where.HOST, name)
                 return ObservedBridge(name=name, exists=False)
-            s.remember(Where.HOST, name, msg["index"])
-            is_bridge = _kind(msg) == "bridge"
-            data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
-            filtering = bool(data.get_attr("IFLA_BR_VLAN_FILTERING")) if data is not None else False
+            link = _LinkFacts.of(msg)
+            s.remember(Where.HOST, name, link.index)
             return ObservedBridge(
                 name=name,
                 exists=True,
-                is_bridge=is_bridge,
-                alias=msg.get_attr("IFLA_IFALIAS") or "",
-                mtu=msg.get_attr("IFLA_MTU") or 0,
-                up=bool(msg["flags"] & IFF_UP),
-                addresses=_addresses(s.reader(Where.HOST), msg["index"]) if addresses else (),
-                vlan_filtering=filtering,
-                mac=(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+                is_bridge=link.kind == "bridge",
+                alias=link.alias,
+                mtu=link.mtu,
+                up=link.up,
+                addresses=_addresses(reader, link.index) if addresses else (),
+                vlan_filtering=link.vlan_filtering,
+                mac=link.mac,
             )
 
     def link_mtu(self, name: str) -> int | None:
@@ -796,7 +793,7 @@ class NetlinkDriver:
 
     def observe_vxlan(self, name: str) -> ObservedVxlan | None:
         with self._session(None) as s:
-            msg = _link_by_name(s.reader(Where.HOST), name)
+            msg = s.reader(Where.HOST).link(name=name)
             if msg is None or _kind(msg) != "vxlan":
                 return None
             index = msg["index"]
@@ -863,8 +860,7 @@ class NetlinkDriver:
     def link_index(self, name: str) -> int:
         """The host link's ifindex, 0 when there is none."""
         with self._session(None) as s:
-            msg = _link_by_name(s.reader(Where.HOST), name)
-            return int(msg["index"]) if msg is not None else 0
+            return _ifreq(s.reader(Where.HOST), SIOCGIFINDEX, name) or 0
 
     def underlay(self, local: str = "", towards: str = "") -> tuple[str, str, int] | None:
         """(local address, interface, MTU) of the underlay: the interface
