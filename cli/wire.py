@@ -4,8 +4,11 @@ Why it exists: the `netplumb` command starts a fresh interpreter for every
 call, and importing grpcio alone (its C core pulls in asyncio) costs
 90-160 ms on the hosts netplumb targets, more than a whole command may take.
 A unary call needs little of HTTP/2: one stream, small frames, no push. This
-module speaks exactly that, with header compression from ``hpack`` (the
-HPACK implementation under the h2 stack), and nothing else. The daemon is
+module speaks exactly that, and nothing else. Request headers are sent in
+HPACK's plainest form (literals without indexing or Huffman coding, RFC 7541
+section 6.2.2), which needs no table; the daemon's answers are decoded by
+``hpack`` (the HPACK implementation under the h2 stack), imported only once
+the request is on its way, so its import overlaps the daemon's work. The daemon is
 the ordinary grpcio server; the Python ``Client`` can use either transport
 and the tests run every RPC through both.
 
@@ -70,16 +73,14 @@ class WireChannel:
         self._send_window = DEFAULT_WINDOW  # connection-level, towards the server
         self._stream_window = DEFAULT_WINDOW  # server's initial window for our streams
         self._max_frame = DEFAULT_MAX_FRAME
-        self._encoder: Any = None
         self._decoder: Any = None
+        self._pending = b""  # connection preface and settings, not yet sent
 
     # -- connection
 
     def _connect(self) -> socket.socket:
         if self._sock is not None:
             return self._sock
-        from hpack import Decoder, Encoder
-
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(self.timeout)
         try:
@@ -99,22 +100,26 @@ class WireChannel:
         self._buf = b""
         self._send_window = self._stream_window = DEFAULT_WINDOW
         self._max_frame = DEFAULT_MAX_FRAME
-        self._encoder, self._decoder = Encoder(), Decoder()
-        self._decoder.max_allowed_table_size = 65536
+        self._decoder = None  # a new connection, a new HPACK table
         settings = struct.pack(
             "!HIHI", SETTINGS_ENABLE_PUSH, 0, SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW
         )
-        self._send(PREFACE + _frame(SETTINGS, 0, 0, settings))
-        self._send(_frame(WINDOW_UPDATE, 0, 0, struct.pack("!I", MAX_WINDOW - DEFAULT_WINDOW)))
+        # Sent with the first request, in one write.
+        self._pending = (
+            PREFACE
+            + _frame(SETTINGS, 0, 0, settings)
+            + _frame(WINDOW_UPDATE, 0, 0, struct.pack("!I", MAX_WINDOW - DEFAULT_WINDOW))
+        )
         self._stream = -1
         return sock
 
     def close(self) -> None:
         if self._sock is not None:
-            try:
-                self._send(_frame(GOAWAY, 0, 0, struct.pack("!II", max(self._stream, 0), 0)))
-            except OSError:
-                pass
+            if not self._pending:  # no GOAWAY before the connection preface
+                try:
+                    self._send(_frame(GOAWAY, 0, 0, struct.pack("!II", max(self._stream, 0), 0)))
+                except OSError:
+                    pass
             self._sock.close()
             self._sock = None
 
@@ -165,7 +170,7 @@ class WireChannel:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._buf = b""
+        self._buf = self._pending = b""
 
     def _unary(self, method: str, request: bytes) -> bytes:
         self._connect()
@@ -182,9 +187,15 @@ class WireChannel:
             ("grpc-timeout", f"{min(millis, 99_999_999)}m"),
             ("user-agent", "netplumb-cli"),
         ]
-        block = self._encoder.encode(headers)
-        self._send_headers(sid, block)
-        self._send_data(sid, b"\x00" + struct.pack("!I", len(request)) + request)
+        block = b"".join(_literal(k, v) for k, v in headers)
+        self._send_request(sid, block, b"\x00" + struct.pack("!I", len(request)) + request)
+        if self._decoder is None:
+            # Imported now, while the daemon works on the call (~10 ms of
+            # the command's start-up otherwise).
+            from hpack import Decoder
+
+            self._decoder = Decoder()
+            self._decoder.max_allowed_table_size = 65536
 
         head: dict[str, str] = {}
         trailers: dict[str, str] = {}
@@ -268,15 +279,9 @@ class WireChannel:
             elif ident == SETTINGS_INITIAL_WINDOW_SIZE:
                 self._stream_window = value
 
-    def _send_headers(self, sid: int, block: bytes) -> None:
-        first, rest = block[: self._max_frame], block[self._max_frame :]
-        out = [_frame(HEADERS, 0 if rest else END_HEADERS, sid, first)]
-        while rest:
-            chunk, rest = rest[: self._max_frame], rest[self._max_frame :]
-            out.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, sid, chunk))
-        self._send(b"".join(out))
-
-    def _send_data(self, sid: int, data: bytes) -> None:
+    def _send_request(self, sid: int, block: bytes, data: bytes) -> None:
+        """The header block, then the message, in one write (with the
+        connection preface before the first request)."""
         window = min(self._send_window, self._stream_window)
         if len(data) > window:
             raise WireError(
@@ -284,7 +289,13 @@ class WireChannel:
                 f"request of {len(data)} bytes exceeds the flow-control window",
             )
         self._send_window -= len(data)
-        out = []
+        out = [self._pending]
+        self._pending = b""
+        first, rest = block[: self._max_frame], block[self._max_frame :]
+        out.append(_frame(HEADERS, 0 if rest else END_HEADERS, sid, first))
+        while rest:
+            chunk, rest = rest[: self._max_frame], rest[self._max_frame :]
+            out.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, sid, chunk))
         while True:
             chunk, data = data[: self._max_frame], data[self._max_frame :]
             out.append(_frame(DATA, 0 if data else END_STREAM, sid, chunk))
@@ -300,6 +311,26 @@ def _frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
         + stream.to_bytes(4, "big")
         + payload
     )
+
+
+def _literal(name: str, value: str) -> bytes:
+    """One header field as an HPACK literal without indexing, new name
+    (RFC 7541 section 6.2.2): neither side's table changes, no Huffman."""
+    n, v = name.encode("ascii"), value.encode("ascii")
+    return b"\x00" + _integer(len(n)) + n + _integer(len(v)) + v
+
+
+def _integer(value: int) -> bytes:
+    """A string length as an HPACK integer with a 7-bit prefix (section
+    5.1), the Huffman bit clear."""
+    if value < 0x7F:
+        return bytes((value,))
+    out, value = [0x7F], value - 0x7F
+    while value >= 0x80:
+        out.append(0x80 | value & 0x7F)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _strip_padding(flags: int, payload: bytes) -> bytes:

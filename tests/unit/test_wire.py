@@ -23,7 +23,7 @@ import grpc
 import pytest
 from netplumb.cli.client import Client, NetplumbError
 from netplumb.cli.codes import Code
-from netplumb.cli.wire import WireChannel, WireError
+from netplumb.cli.wire import WireChannel, WireError, _literal
 from netplumb.v1 import agent_pb2 as pb
 
 
@@ -230,3 +230,56 @@ def test_the_cli_never_imports_grpcio(stub: tuple[StubAgent, str]) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("length", [0, 1, 126, 127, 128, 254, 255, 300, 16383, 16384, 70000])
+def test_request_headers_are_hpack_literals_any_decoder_reads(length: int) -> None:
+    """Request headers are encoded without hpack (literals, RFC 7541 6.2.2):
+    hpack's own decoder must read them back exactly, across the 7-bit length
+    prefix's boundaries, and they must not touch its table."""
+    from hpack import Decoder
+
+    fields = [(":path", "/p/" + "x" * length), ("x-" + "n" * length, "v" * (length // 2))]
+    decoder = Decoder()
+    decoder.max_header_list_size = 1 << 20
+    block = b"".join(_literal(k, v) for k, v in fields)
+    assert [(str(k), str(v)) for k, v in decoder.decode(block)] == fields
+    assert len(decoder.header_table.dynamic_entries) == 0
+
+
+def test_a_long_header_block_reaches_the_server(stub: tuple[StubAgent, str]) -> None:
+    """grpcio decodes the literal block, also split over frames
+    (CONTINUATION)."""
+    _, path = stub
+    ch = WireChannel(path, timeout=5, authority="a" * 5000)
+    try:
+        ch._connect()
+        ch._max_frame = 1024  # smaller frames than the server allows: always legal
+        reply = ch.unary("/netplumb.v1.Agent/GetStatus", pb.GetStatusRequest().SerializeToString())
+        assert pb.HostStatus.FromString(reply).version == "9.9"
+        # a second call on the same connection
+        reply = ch.unary("/netplumb.v1.Agent/GetStatus", b"")
+        assert pb.HostStatus.FromString(reply).version == "9.9"
+    finally:
+        ch.close()
+
+
+def test_a_channel_closed_before_any_call_sends_nothing() -> None:
+    """The preface goes out with the first request; closing a channel that
+    never called sends no GOAWAY without it."""
+    tmp = tempfile.mkdtemp(prefix="npwire")
+    path = f"{tmp}/quiet.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    try:
+        ch = WireChannel(path, timeout=2)
+        ch._connect()
+        conn, _ = srv.accept()
+        ch.close()
+        conn.settimeout(2)
+        assert conn.recv(4096) == b""  # closed, nothing sent
+        conn.close()
+    finally:
+        srv.close()
+        shutil.rmtree(tmp, ignore_errors=True)
