@@ -16,17 +16,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from ..core import naming
 from ..core.model import (
@@ -83,6 +76,7 @@ from ..errors import (
     NotFound,
 )
 from .netns import NETLINK_ROUTE, NetnsHandle, socket_in, throwaway_socket, write_sysctl_in
+from .rtnl import LinkFacts, Rtnl
 
 log = logging.getLogger("netplumb.netlink")
 T = TypeVar("T")
@@ -95,9 +89,6 @@ IPV6_DEFAULT_METRIC = 1024
 ETH_P_ARP = 0x0806
 ZERO_MAC = "00:00:00:00:00:00"
 SIOCETHTOOL = 0x8946
-READ_TIMEOUT = 10.0  # seconds
-SOL_NETLINK = 270
-NETLINK_GET_STRICT_CHK = 12
 SIOCGIFINDEX = 0x8933
 SIOCGIFMTU = 0x8921
 IFNAMSIZ = 16
@@ -105,7 +96,6 @@ ETHTOOL_GTXCSUM = 0x16
 ETHTOOL_STXCSUM = 0x17
 AF_BRIDGE = 7
 RTEXT_FILTER_BRVLAN = 2
-RTEXT_FILTER_SKIP_STATS = 8
 BRIDGE_VLAN_INFO_PVID = 0x2
 FIB_RULE_INVERT = 0x2
 NUD_NOARP = 0x40
@@ -121,7 +111,7 @@ def _open(handle: NetnsHandle | None) -> IPRoute:
     return IPRoute(fileno=sock.detach(), groups=0)
 
 
-def _ifreq(conn: _Reader, request: int, name: str) -> int | None:
+def _ifreq(conn: Rtnl, request: int, name: str) -> int | None:
     """An interface's index (SIOCGIFINDEX) or MTU (SIOCGIFMTU) by name, or
     None when the namespace has no such interface: one ioctl on the netlink
     socket, answered for that socket's namespace (what if_nametoindex does).
@@ -140,151 +130,11 @@ def _ifreq(conn: _Reader, request: int, name: str) -> int | None:
     return int(struct.unpack_from("16si", out)[1])
 
 
-class _Reader:
-    """The reads of observation -- a link by name or index, the address and
-    route dumps -- on a plain netlink socket, each request encoded and its
-    answer decoded by pyroute2's message classes. Through IPRoute every
-    call also runs an asyncio loop and pyroute2's request filters, ~0.7 ms
-    over the kernel's own time, and these reads are most of a start-up
-    reconcile (thousands of guests) and of an attach. Not thread-safe: one
-    per session (guests) or per thread (the host). Errors are pyroute2's
-    NetlinkError, as from IPRoute."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.sock.bind((0, 0))
-        self.sock.settimeout(READ_TIMEOUT)  # the kernel answers at once; never hang on a bug
-        self._seq = 0
-        self._marshal = MarshalRtnl()
-        # Strict checking (Linux 4.20+) lets a dump carry filters the kernel
-        # applies (an interface, a table, a protocol): fewer messages to
-        # decode. Callers filter again, so older kernels only cost more.
-        try:
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-            self.strict = True
-        except OSError:
-            self.strict = False
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _request(self, key: tuple[Any, ...], make: Callable[[], Any], dump: bool) -> list[Any]:
-        return list(self._answers(key, make, dump))
-
-    def _answers(self, key: tuple[Any, ...], make: Callable[[], Any], dump: bool) -> Iterator[Any]:
-        """Send the request ``make`` builds (a message of pyroute2's, type
-        ``key[0]``; its encoding is cached under ``key``, only the sequence
-        number changes) and yield the answer's messages as they arrive (a
-        dump of thousands of links is never held decoded at once). Read it
-        to the end before the next request."""
-        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        template = _encoded.get(key)
-        if template is None:
-            msg = make()
-            msg["header"]["type"] = key[0]
-            msg["header"]["flags"] = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
-            msg.encode()
-            template = bytes(msg.data)
-            if len(_encoded) >= 256:
-                _encoded.clear()
-            _encoded[key] = template
-        request = bytearray(template)
-        struct.pack_into("=I", request, 8, seq)  # struct nlmsghdr: len, type, flags, seq, pid
-        self.sock.send(request)
-        while True:
-            try:
-                data = self.sock.recv(1 << 16)
-            except TimeoutError:
-                raise NetlinkError(errno.ETIMEDOUT, "no netlink answer") from None
-            for m in self._marshal.parse(data):
-                header = m["header"]
-                if header["sequence_number"] != seq:
-                    continue  # the answer to an earlier, abandoned request
-                if header["type"] == NLMSG_ERROR:
-                    error = header.get("error")
-                    if error is not None:
-                        raise error
-                    return
-                if header["type"] == NLMSG_DONE:
-                    return
-                if header.get("error") is not None:
-                    raise NetlinkError(
-                        errno.EBADMSG, f"undecodable netlink answer: {header['error']}"
-                    )
-                yield m
-                if not dump:
-                    return
-
-    def link(self, name: str = "", index: int = 0) -> Any | None:
-        """The link (statistics left out), or None when there is none."""
-
-        def make() -> Any:
-            msg = ifinfmsg()
-            msg["index"] = index
-            msg["attrs"] = [("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]
-            if name:
-                msg["attrs"].append(("IFLA_IFNAME", name))
-            return msg
-
-        try:
-            found = self._request((RTM_GETLINK, name, index), make, dump=False)
-        except NetlinkError as e:
-            if e.code in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
-        return found[0] if found else None
-
-    def links(self) -> Iterator[Any]:
-        """Every link (statistics left out), as they arrive."""
-
-        def make() -> Any:
-            msg = ifinfmsg()
-            msg["attrs"] = [("IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS)]
-            return msg
-
-        return self._answers((RTM_GETLINK, "*"), make, dump=True)
-
-    def addresses(self, index: int = 0) -> list[Any]:
-        """Addresses, of interface ``index`` (where the kernel filters) or all."""
-        index = index if self.strict else 0
-
-        def make() -> Any:
-            msg = ifaddrmsg()
-            msg["index"] = index
-            return msg
-
-        return self._request((RTM_GETADDR, index), make, dump=True)
-
-    def routes(self, table: int = 0, protocol: int = 0, oif: int = 0) -> list[Any]:
-        """Routes of both families, of that table, protocol and output
-        interface where the kernel filters, or all."""
-        if not self.strict:
-            table = protocol = oif = 0
-
-        def make() -> Any:
-            msg = rtmsg()
-            msg["table"] = table if table < 256 else 0
-            msg["proto"] = protocol
-            if oif:
-                msg["attrs"] = [("RTA_OIF", oif)]
-            return msg
-
-        return self._request((RTM_GETROUTE, table, protocol, oif), make, dump=True)
+def _open_reader(handle: NetnsHandle | None) -> Rtnl:
+    return Rtnl(socket_in(handle, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
 
 
-# Encoded requests by what they ask, shared by all readers (bytes: safe to
-# share between threads); bounded, cleared when full.
-_encoded: dict[tuple[Any, ...], bytes] = {}
-
-
-def _open_reader(handle: NetnsHandle | None) -> _Reader:
-    return _Reader(socket_in(handle, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-
-
-def _host_reader() -> _Reader:
+def _host_reader() -> Rtnl:
     return _per_thread("reader", lambda: _open_reader(None))
 
 
@@ -328,12 +178,11 @@ class HostSnapshot:
     again; nothing else changes the host meanwhile (the daemon does not
     serve yet)."""
 
-    def __init__(self, reader: _Reader) -> None:
-        self.links: dict[str, _LinkFacts] = {}
+    def __init__(self, reader: Rtnl) -> None:
+        self.links: dict[str, LinkFacts] = {}
         self.names: dict[int, str] = {}
         self.stale: set[str] = set()
-        for msg in reader.links():
-            facts = _LinkFacts.of(msg)
+        for facts in reader.links():
             self.links[facts.name] = facts
             self.names[facts.index] = facts.name
 
@@ -346,68 +195,6 @@ class HostSnapshot:
         for value in (getattr(op, f, None) for f in getattr(op, "__slots__", ())):
             if isinstance(value, str) and value:
                 self.stale.add(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _LinkFacts:
-    """What observation reads of a link message. Kept instead of the decoded
-    message (~25 KB each) by a snapshot of thousands of links."""
-
-    name: str
-    index: int
-    kind: str
-    alias: str
-    mac: str
-    mtu: int
-    up: bool
-    master_index: int
-    peer_index: int
-    vlan_filtering: bool  # a bridge's
-
-    @classmethod
-    def of(cls, msg: Any) -> _LinkFacts:
-        a = _attrs(msg, _LINK_ATTRS)
-        info = a.get("IFLA_LINKINFO")
-        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-        return cls(
-            name=str(a.get("IFLA_IFNAME")),
-            index=int(msg["index"]),
-            kind=(info.get_attr("IFLA_INFO_KIND") if info is not None else None) or "",
-            alias=a.get("IFLA_IFALIAS") or "",
-            mac=(a.get("IFLA_ADDRESS") or "").lower(),
-            mtu=a.get("IFLA_MTU") or 0,
-            up=bool(msg["flags"] & IFF_UP),
-            master_index=a.get("IFLA_MASTER") or 0,
-            peer_index=a.get("IFLA_LINK") or 0,
-            vlan_filtering=bool(data.get_attr("IFLA_BR_VLAN_FILTERING"))
-            if data is not None
-            else False,
-        )
-
-
-_LINK_ATTRS = frozenset(
-    {
-        "IFLA_IFNAME",
-        "IFLA_LINKINFO",
-        "IFLA_IFALIAS",
-        "IFLA_ADDRESS",
-        "IFLA_MTU",
-        "IFLA_MASTER",
-        "IFLA_LINK",
-    }
-)
-
-
-def _attrs(msg: Any, names: frozenset[str]) -> dict[str, Any]:
-    """The first value of each named attribute, in one pass over the
-    message's (lazily decoded) attributes; get_attr scans them all for each
-    name, which for thousands of links is most of the decoding time."""
-    out: dict[str, Any] = {}
-    for slot in msg["attrs"]:
-        name = slot.name
-        if name in names and name not in out:
-            out[name] = slot.value
-    return out
 
 
 def _snapshot() -> HostSnapshot | None:
@@ -424,7 +211,7 @@ class Session:
         self.guest_ns = guest
         self.host = _host_ipr()
         self._guest: IPRoute | None = None
-        self._guest_reader: _Reader | None = None
+        self._guest_reader: Rtnl | None = None
         self._index: dict[tuple[Where, str], int] = {}
 
     @property
@@ -438,8 +225,8 @@ class Session:
     def at(self, where: Where) -> IPRoute:
         return self.host if where is Where.HOST else self.guest
 
-    def reader(self, where: Where) -> _Reader:
-        """Reads in that namespace (see _Reader); a guest's socket is opened
+    def reader(self, where: Where) -> Rtnl:
+        """Reads in that namespace (see Rtnl); a guest's socket is opened
         on first use, so observing a guest opens no IPRoute at all."""
         if where is Where.HOST:
             return _host_reader()
@@ -481,43 +268,27 @@ class Session:
 # ------------------------------------------------------------- observation
 
 
-def _kind(msg: Any) -> str:
-    return msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""
+def _addresses(reader: Rtnl, index: int) -> tuple[IPInterface, ...]:
+    return tuple(
+        ipaddress.ip_interface(f"{a.address}/{a.prefixlen}")
+        for a in reader.addresses(index)
+        if a.index == index and a.address
+    )
 
 
-_ADDRESS_ATTRS = frozenset({"IFA_LOCAL", "IFA_ADDRESS"})
-
-
-def _addresses(reader: _Reader, index: int) -> tuple[IPInterface, ...]:
-    out: list[IPInterface] = []
-    for a in reader.addresses(index):
-        if a.get("index") != index:
-            continue
-        attrs = _attrs(a, _ADDRESS_ATTRS)
-        ip = attrs.get("IFA_LOCAL") or attrs.get("IFA_ADDRESS")
-        out.append(ipaddress.ip_interface(f"{ip}/{a['prefixlen']}"))
-    return tuple(out)
-
-
-def _routes(reader: _Reader, index: int) -> tuple[ObservedRoute, ...]:
+def _routes(reader: Rtnl, index: int) -> tuple[ObservedRoute, ...]:
     out: list[ObservedRoute] = []
     for r in reader.routes(RT_TABLE_MAIN, naming.RTPROT_NETPLUMB, index):
-        if r.get("proto") != naming.RTPROT_NETPLUMB or r.get_attr("RTA_OIF") != index:
+        if r.protocol != naming.RTPROT_NETPLUMB or r.oif != index or r.table != RT_TABLE_MAIN:
             continue
-        table = r.get_attr("RTA_TABLE") or r.get("table")
-        if table != RT_TABLE_MAIN:
-            continue
-        family = r["family"]
-        zero = "0.0.0.0" if family == socket.AF_INET else "::"
-        dst = r.get_attr("RTA_DST") or zero
-        via = r.get_attr("RTA_GATEWAY")
-        metric = r.get_attr("RTA_PRIORITY") or 0
-        if family == socket.AF_INET6 and metric == IPV6_DEFAULT_METRIC:
+        dst = r.dst or ("0.0.0.0" if r.family == socket.AF_INET else "::")
+        metric = r.priority
+        if r.family == socket.AF_INET6 and metric == IPV6_DEFAULT_METRIC:
             metric = 0
         out.append(
             ObservedRoute(
-                destination=ipaddress.ip_network(f"{dst}/{r['dst_len']}"),
-                via=ipaddress.ip_address(via) if via else None,
+                destination=ipaddress.ip_network(f"{dst}/{r.dst_len}"),
+                via=ipaddress.ip_address(r.gateway) if r.gateway else None,
                 metric=metric,
             )
         )
@@ -541,12 +312,11 @@ def _port_vlans(ipr: IPRoute, index: int) -> tuple[int, ...]:
     return tuple(sorted(vids))
 
 
-def _link_facts(s: Session, where: Where, name: str) -> _LinkFacts | None:
+def _link_facts(s: Session, where: Where, name: str) -> LinkFacts | None:
     snap = _snapshot() if where is Where.HOST else None
     if snap is not None and snap.knows(name):
         return snap.links.get(name)
-    msg = s.reader(where).link(name=name)
-    return _LinkFacts.of(msg) if msg is not None else None
+    return s.reader(where).link(name=name)
 
 
 def _observe_link(
@@ -596,7 +366,7 @@ def _master(s: Session, where: Where, index: int, expected: str = "") -> str:
     if snap is not None and index in snap.names and snap.knows(snap.names[index]):
         return snap.names[index]
     found = s.reader(where).link(index=index)
-    return str(found.get_attr("IFLA_IFNAME")) if found is not None else ""
+    return found.name if found is not None else ""
 
 
 def _safe_index(s: Session, name: str) -> int:
@@ -693,11 +463,10 @@ class NetlinkDriver:
         cheap form, for its MTU)."""
         with self._session(None) as s:
             reader = s.reader(Where.HOST)
-            msg = reader.link(name=name)
-            if msg is None:
+            link = reader.link(name=name)
+            if link is None:
                 s.forget(Where.HOST, name)
                 return ObservedBridge(name=name, exists=False)
-            link = _LinkFacts.of(msg)
             s.remember(Where.HOST, name, link.index)
             return ObservedBridge(
                 name=name,
@@ -784,7 +553,7 @@ class NetlinkDriver:
             links = (
                 snap.links.values()
                 if snap is not None and not snap.stale
-                else map(_LinkFacts.of, s.reader(Where.HOST).links())
+                else s.reader(Where.HOST).links()
             )
             for link in links:
                 if naming.is_ours(link.alias):
@@ -793,8 +562,8 @@ class NetlinkDriver:
 
     def observe_vxlan(self, name: str) -> ObservedVxlan | None:
         with self._session(None) as s:
-            msg = s.reader(Where.HOST).link(name=name)
-            if msg is None or _kind(msg) != "vxlan":
+            msg = s.reader(Where.HOST).link_message(name)
+            if msg is None or msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "vxlan":
                 return None
             index = msg["index"]
             s.remember(Where.HOST, name, index)

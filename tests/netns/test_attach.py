@@ -143,6 +143,31 @@ def test_routes_add_and_delete(daemon: Daemon, netns: Namespaces, bridge: str) -
     assert daemon.cli("route", "del", "netns:nosuchns", "198.19.6.0/24")[0] == 3
 
 
+def test_ipv6_gateway_and_routes_are_seen_not_drift(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
+    """Regression: the route dump asked the kernel for IPv4 routes only, so a
+    guest's IPv6 default route and routes looked missing to every check and
+    were made again by every reconcile."""
+    ns = netns.new()
+    daemon.cli("bridge", "add", bridge)
+    ep = daemon.cli_json(
+        "attach",
+        bridge,
+        f"netns:{ns}",
+        "198.18.9.5/24@198.18.9.1",
+        "2001:db8:9::5/64@2001:db8:9::1",
+        "--route",
+        "2001:db8:98::/48@2001:db8:9::1",
+    )
+    assert any(r["dst"] == "2001:db8:98::/48" for r in routes(ns, "-6"))
+    assert any(r["dst"] == "default" for r in routes(ns, "-6"))
+    drift = [d for d in daemon.client().check() if d.name == ep["id"]]
+    assert drift == [], drift
+    rc, out, err = daemon.cli("check")
+    assert rc == 0, out + err
+
+
 def test_gateway_outside_the_subnet_gets_an_onlink_route(
     daemon: Daemon, netns: Namespaces, bridge: str
 ) -> None:
