@@ -202,32 +202,43 @@ def _snapshot() -> HostSnapshot | None:
 
 
 class Session:
-    """Netlink connections for one call: the thread's host connection and,
-    opened on first use, one to the pinned guest namespace. Caches interface
+    """Netlink connections for one call: the thread's host connections and,
+    opened on first use, the pinned guest namespace's. Reads and the common
+    writes go through an Rtnl socket (``host``, ``guest``, ``at``); the
+    rest (FDB, neighbours, bridge ports, rules) through an IPRoute
+    (``ipr``), which a guest opens only if it needs one. Caches interface
     indexes for the duration of the call (ops that create or delete links
     update the cache)."""
 
     def __init__(self, guest: NetnsHandle | None = None) -> None:
         self.guest_ns = guest
-        self.host = _host_ipr()
-        self._guest: IPRoute | None = None
+        self._guest_ipr: IPRoute | None = None
         self._guest_reader: Rtnl | None = None
         self._index: dict[tuple[Where, str], int] = {}
 
     @property
-    def guest(self) -> IPRoute:
-        if self._guest is None:
+    def host(self) -> Rtnl:
+        return _host_reader()
+
+    @property
+    def guest(self) -> Rtnl:
+        return self.reader(Where.GUEST)
+
+    def at(self, where: Where) -> Rtnl:
+        return self.reader(where)
+
+    def ipr(self, where: Where) -> IPRoute:
+        if where is Where.HOST:
+            return _host_ipr()
+        if self._guest_ipr is None:
             if self.guest_ns is None:
                 raise InternalError("operation needs a guest namespace and none is open")
-            self._guest = _open(self.guest_ns)
-        return self._guest
-
-    def at(self, where: Where) -> IPRoute:
-        return self.host if where is Where.HOST else self.guest
+            self._guest_ipr = _open(self.guest_ns)
+        return self._guest_ipr
 
     def reader(self, where: Where) -> Rtnl:
-        """Reads in that namespace (see Rtnl); a guest's socket is opened
-        on first use, so observing a guest opens no IPRoute at all."""
+        """The Rtnl socket of that namespace; a guest's is opened on first
+        use."""
         if where is Where.HOST:
             return _host_reader()
         if self._guest_reader is None:
@@ -260,9 +271,9 @@ class Session:
         if self._guest_reader is not None:
             self._guest_reader.close()
             self._guest_reader = None
-        if self._guest is not None:
-            self._guest.close()
-            self._guest = None
+        if self._guest_ipr is not None:
+            self._guest_ipr.close()
+            self._guest_ipr = None
 
 
 # ------------------------------------------------------------- observation
@@ -341,7 +352,7 @@ def _observe_link(
         peer_index=link.peer_index,
         addresses=_addresses(reader, link.index) if detail else (),
         routes=_routes(reader, link.index) if detail else (),
-        vlans=_port_vlans(s.at(where), link.index)
+        vlans=_port_vlans(s.ipr(where), link.index)
         if master and where is Where.HOST and _filtering(master)
         else (),
     )
@@ -513,11 +524,9 @@ class NetlinkDriver:
                 found = _observe_link(s, Where.HOST, name, "", False) if name else None
                 other = ""
                 if found is None and alias:
-                    other = next(
-                        (str(m.get_attr("IFLA_IFNAME")) for m in s.host.get_links()
-                         if m.get_attr("IFLA_IFALIAS") == alias),
-                        "",
-                    )  # fmt: skip
+                    # read to the end: the socket is reused
+                    tagged = [link.name for link in s.host.links() if link.alias == alias]
+                    other = tagged[0] if tagged else ""
                 if found is None and not other and mac:
                     other = self.link_name_by_mac(mac)
                 if found is None and other:
@@ -531,7 +540,10 @@ class NetlinkDriver:
         try:
             with self._session(guest) as s:
                 index = s.index(Where.GUEST, ifname)
-                return bool(s.guest.get_addr(index=index, family=socket.AF_INET))
+                return any(
+                    a.index == index and a.family == socket.AF_INET
+                    for a in s.guest.addresses(index)
+                )
         except (NetlinkError, NotFound):
             return False
 
@@ -539,10 +551,11 @@ class NetlinkDriver:
         """Name of the host-namespace link with that MAC ("" for none);
         pipework's ``mac:`` host interface."""
         mac = mac.lower()
-        for msg in _host_ipr().get_links():
-            if (msg.get_attr("IFLA_ADDRESS") or "").lower() == mac:
-                return str(msg.get_attr("IFLA_IFNAME"))
-        return ""
+        found = ""
+        for link in _host_reader().links():  # read to the end: the socket is reused
+            if not found and link.mac == mac:
+                found = link.name
+        return found
 
     def tagged_host_links(self) -> list[tuple[str, str, str]]:
         """(name, kind, alias) of every host-namespace link whose alias carries
@@ -569,7 +582,9 @@ class NetlinkDriver:
             s.remember(Where.HOST, name, index)
             data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
             master = _master(s, Where.HOST, msg.get_attr("IFLA_MASTER") or 0)
-            entries = [e for e in s.host.fdb("dump", ifindex=index) if e["ifindex"] == index]
+            entries = [
+                e for e in s.ipr(Where.HOST).fdb("dump", ifindex=index) if e["ifindex"] == index
+            ]
             flood = sorted(
                 str(e.get_attr("NDA_DST"))
                 for e in entries
@@ -584,7 +599,7 @@ class NetlinkDriver:
             )
             suppress = False
             if master:
-                for m in s.host.brport("show", index=index):
+                for m in s.ipr(Where.HOST).brport("show", index=index):
                     info = m.get_attr("IFLA_PROTINFO")
                     suppress = bool(info and info.get_attr("IFLA_BRPORT_NEIGH_SUPPRESS"))
             return ObservedVxlan(
@@ -614,7 +629,7 @@ class NetlinkDriver:
             return tuple(
                 sorted(
                     (str(n.get_attr("NDA_DST")), str(n.get_attr("NDA_LLADDR") or "").lower())
-                    for n in s.host.get_neighbours(ifindex=index)
+                    for n in s.ipr(Where.HOST).get_neighbours(ifindex=index)
                     if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR")
                 )
             )
@@ -638,15 +653,15 @@ class NetlinkDriver:
         with self._session(None) as s:
             if local:
                 fam = socket.AF_INET6 if ":" in local else socket.AF_INET
-                for a in s.host.addr("dump", family=fam):
+                for a in s.ipr(Where.HOST).addr("dump", family=fam):
                     ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
                     if ip == local:
-                        msg = s.host.link("get", index=a["index"])[0]
+                        msg = s.ipr(Where.HOST).link("get", index=a["index"])[0]
                         return local, msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_MTU") or 1500
                 return None
             target = towards or "198.18.0.0"
             try:
-                routes = s.host.route("get", dst=target)
+                routes = s.ipr(Where.HOST).route("get", dst=target)
             except NetlinkError:
                 return None
             if not routes:
@@ -656,7 +671,7 @@ class NetlinkDriver:
             src = r.get_attr("RTA_PREFSRC") or ""
             if not oif:
                 return None
-            msg = s.host.link("get", index=oif)[0]
+            msg = s.ipr(Where.HOST).link("get", index=oif)[0]
             return src, msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_MTU") or 1500
 
     # -- apply
@@ -713,7 +728,7 @@ class NetlinkDriver:
             kw: dict[str, Any] = {"ifname": op.name, "kind": "bridge"}
             if op.mtu:
                 kw["mtu"] = op.mtu
-            s.host.link("add", **kw)
+            s.host.write("link", "add", **kw)
             _tag_or_undo(s, Where.HOST, op.name, op.alias)
             s.forget(Where.HOST, op.name)
         elif isinstance(op, CreateVeth):
@@ -722,7 +737,8 @@ class NetlinkDriver:
             if op.bridge:
                 # Enslaved and up in the same message: one request fewer each.
                 kw = {"master": s.index(Where.HOST, op.bridge), "state": "up"}
-            s.host.link(
+            s.host.write(
+                "link",
                 "add",
                 ifname=op.host_ifname,
                 kind="veth",
@@ -745,7 +761,8 @@ class NetlinkDriver:
             kw = {"address": op.mac} if op.mac else {}
             if op.mtu:
                 kw["mtu"] = op.mtu
-            s.host.link(
+            s.host.write(
+                "link",
                 "add",
                 ifname=op.guest_ifname,
                 kind="macvlan",
@@ -758,11 +775,12 @@ class NetlinkDriver:
             _tag_or_undo(s, Where.GUEST, op.guest_ifname, op.alias)
         elif isinstance(op, CreateDummy):
             kw = {"address": op.mac} if op.mac else {}
-            s.guest.link("add", ifname=op.guest_ifname, kind="dummy", **kw)
+            s.guest.write("link", "add", ifname=op.guest_ifname, kind="dummy", **kw)
             s.forget(Where.GUEST, op.guest_ifname)
             _tag_or_undo(s, Where.GUEST, op.guest_ifname, op.alias)
         elif isinstance(op, CreateVlanLink):
-            s.host.link(
+            s.host.write(
+                "link",
                 "add",
                 ifname=op.name,
                 kind="vlan",
@@ -776,7 +794,8 @@ class NetlinkDriver:
             assert s.guest_ns is not None
             # Moved and renamed in one message: the kernel takes the new name
             # in the target namespace, so it never collides in the host's.
-            s.host.link(
+            s.host.write(
+                "link",
                 "set",
                 index=s.index(Where.HOST, op.name),
                 net_ns_fd=s.guest_ns.fd,
@@ -785,7 +804,7 @@ class NetlinkDriver:
             s.forget(Where.HOST, op.name)
             s.forget(Where.GUEST, op.guest_ifname)
             try:
-                s.guest.link("set", ifname=op.guest_ifname, ifalias=op.alias)
+                s.guest.write("link", "set", ifname=op.guest_ifname, ifalias=op.alias)
             except (NetlinkError, OSError):
                 # untagged, it would be lost to the host: give it back
                 try:
@@ -795,12 +814,12 @@ class NetlinkDriver:
                 raise
         elif isinstance(op, MoveToHost):
             index = s.index(Where.GUEST, op.guest_ifname)
-            s.guest.link("set", index=index, state="down")
+            s.guest.write("link", "set", index=index, state="down")
             kw = {"address": op.mac} if op.mac else {}
             if kw:
-                s.guest.link("set", index=index, **kw)
-            s.guest.link("set", index=index, ifalias="")
-            s.guest.link("set", index=index, net_ns_fd=_host_netns_fd(), ifname=op.name)
+                s.guest.write("link", "set", index=index, **kw)
+            s.guest.write("link", "set", index=index, ifalias="")
+            s.guest.write("link", "set", index=index, net_ns_fd=_host_netns_fd(), ifname=op.name)
             s.forget(Where.GUEST, op.guest_ifname)
             s.forget(Where.HOST, op.name)
         elif isinstance(op, EnableIpv6):
@@ -811,18 +830,18 @@ class NetlinkDriver:
                 pass  # the kernel has no IPv6 at all: adding the address will say so
         elif isinstance(op, RestoreHostLink):
             index = s.index(Where.HOST, op.name)
-            s.host.link("set", index=index, state="down")
-            s.host.link("set", index=index, ifalias="")
+            s.host.write("link", "set", index=index, state="down")
+            s.host.write("link", "set", index=index, ifalias="")
             if op.mac:
-                s.host.link("set", index=index, address=op.mac)
+                s.host.write("link", "set", index=index, address=op.mac)
             if op.original != op.name:
-                s.host.link("set", index=index, ifname=op.original)
+                s.host.write("link", "set", index=index, ifname=op.original)
             s.forget(Where.HOST, op.name)
         elif isinstance(op, AddRule | DelRule):
             self._rule(s, op)
         elif isinstance(op, DeleteLink):
             try:
-                s.at(op.where).link("del", ifname=op.name)
+                s.at(op.where).write("link", "del", ifname=op.name)
             except NetlinkError as e:
                 if e.code not in (errno.ENODEV, errno.ENOENT):
                     raise
@@ -832,21 +851,21 @@ class NetlinkDriver:
                 bridge = s.index(Where.HOST, op.bridge)
             except NotFound:
                 raise NotFound(f"bridge {op.bridge} does not exist", field="spec.bridge") from None
-            s.host.link("set", index=s.index(Where.HOST, op.name), master=bridge)
+            s.host.write("link", "set", index=s.index(Where.HOST, op.name), master=bridge)
         elif isinstance(op, SetBridgeVlanFiltering):
-            s.host.link("set", ifname=op.name, kind="bridge", br_vlan_filtering=1)
+            s.host.write("link", "set", ifname=op.name, kind="bridge", br_vlan_filtering=1)
         elif isinstance(op, SetPortVlan):
             index = s.index(Where.HOST, op.name)
-            s.host.vlan_filter("del", index=index, vlan_info={"vid": 1})
-            s.host.vlan_filter(
+            s.ipr(Where.HOST).vlan_filter("del", index=index, vlan_info={"vid": 1})
+            s.ipr(Where.HOST).vlan_filter(
                 "add", index=index, vlan_info={"vid": op.vlan, "flags": ["pvid", "untagged"]}
             )
         elif isinstance(op, SetMtu):
-            s.at(op.where).link("set", index=s.index(op.where, op.name), mtu=op.mtu)
+            s.at(op.where).write("link", "set", index=s.index(op.where, op.name), mtu=op.mtu)
         elif isinstance(op, SetMac):
-            s.at(op.where).link("set", index=s.index(op.where, op.name), address=op.mac)
+            s.at(op.where).write("link", "set", index=s.index(op.where, op.name), address=op.mac)
         elif isinstance(op, SetUp):
-            s.at(op.where).link("set", index=s.index(op.where, op.name), state="up")
+            s.at(op.where).write("link", "set", index=s.index(op.where, op.name), state="up")
         elif isinstance(op, AddAddress | DelAddress):
             ipr = s.at(op.where)
             a = op.address
@@ -861,13 +880,13 @@ class NetlinkDriver:
                 # No duplicate address detection: the address is usable at once.
                 kw["flags"] = IFA_F_NODAD
                 try:
-                    ipr.addr("add", **kw)
+                    ipr.write("addr", "add", **kw)
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise
             else:
                 try:
-                    ipr.addr("del", **kw)
+                    ipr.write("addr", "del", **kw)
                 except NetlinkError as e:
                     if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                         raise
@@ -890,16 +909,17 @@ class NetlinkDriver:
                 # universe-scope route, finds none (ESRCH) and keeps this one.
                 kw["scope"] = RT_SCOPE_LINK
             if isinstance(op, AddRoute):
-                s.guest.route("replace", **kw)
+                s.guest.write("route", "replace", **kw)
             else:
                 try:
-                    s.guest.route("del", **kw)
+                    s.guest.write("route", "del", **kw)
                 except NetlinkError as e:
                     if e.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
                         raise
         elif isinstance(op, CreateVxlan):
             local_key = "vxlan_local6" if ":" in op.local else "vxlan_local"
-            s.host.link(
+            s.host.write(
+                "link",
                 "add",
                 ifname=op.name,
                 kind="vxlan",
@@ -917,13 +937,13 @@ class NetlinkDriver:
             kw = {"ifindex": s.index(Where.HOST, op.name), "lladdr": ZERO_MAC, "dst": op.dst}
             if isinstance(op, AddFlood):
                 try:
-                    s.host.fdb("append", **kw)
+                    s.ipr(Where.HOST).fdb("append", **kw)
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise
             else:
                 try:
-                    s.host.fdb("del", **kw)
+                    s.ipr(Where.HOST).fdb("del", **kw)
                 except NetlinkError as e:
                     if e.code not in (errno.ENOENT, errno.ENODEV):
                         raise
@@ -942,12 +962,12 @@ class NetlinkDriver:
             }
             master: dict[str, Any] = {"ifindex": vx, "lladdr": op.mac, "flags": NTF_MASTER}
             if isinstance(op, AddFdbMac):
-                s.host.fdb("replace", state=NUD_PERMANENT | NUD_NOARP, **own)
-                s.host.fdb("replace", state=NUD_NOARP, **master)
+                s.ipr(Where.HOST).fdb("replace", state=NUD_PERMANENT | NUD_NOARP, **own)
+                s.ipr(Where.HOST).fdb("replace", state=NUD_NOARP, **master)
             else:
                 for entry in (own, master):
                     try:
-                        s.host.fdb("del", **entry)
+                        s.ipr(Where.HOST).fdb("del", **entry)
                     except NetlinkError as e:
                         if e.code not in (errno.ENOENT, errno.ENODEV):
                             raise
@@ -955,15 +975,15 @@ class NetlinkDriver:
             family = socket.AF_INET6 if ":" in op.ip else socket.AF_INET
             kw = {"ifindex": s.index(Where.HOST, op.bridge), "dst": op.ip, "family": family}
             if isinstance(op, AddNeigh):
-                s.host.neigh("replace", lladdr=op.mac, state=NUD_PERMANENT, **kw)
+                s.ipr(Where.HOST).neigh("replace", lladdr=op.mac, state=NUD_PERMANENT, **kw)
             else:
                 try:
-                    s.host.neigh("del", **kw)
+                    s.ipr(Where.HOST).neigh("del", **kw)
                 except NetlinkError as e:
                     if e.code not in (errno.ENOENT, errno.ENODEV):
                         raise
         elif isinstance(op, SetNeighSuppress):
-            s.host.brport("set", index=s.index(Where.HOST, op.name), neigh_suppress=1)
+            s.ipr(Where.HOST).brport("set", index=s.index(Where.HOST, op.name), neigh_suppress=1)
         elif isinstance(op, SetTxChecksum):
             set_tx_checksum(s.guest_ns if op.where is Where.GUEST else None, op.name, op.on)
         elif isinstance(op, Announce):
@@ -994,7 +1014,7 @@ class NetlinkDriver:
         if r.invert:
             kw["flags"] = FIB_RULE_INVERT
         try:
-            s.guest.rule("add" if isinstance(op, AddRule) else "del", **kw)
+            s.ipr(Where.GUEST).rule("add" if isinstance(op, AddRule) else "del", **kw)
         except NetlinkError as e:
             if isinstance(op, AddRule) and e.code == errno.EEXIST:
                 return
@@ -1098,12 +1118,12 @@ def _tag_or_undo(
     would never be collected (the kernel ignores IFLA_IFALIAS at creation,
     so creating and tagging are two requests)."""
     try:
-        s.at(where).link("set", ifname=name, ifalias=alias)
+        s.at(where).write("link", "set", ifname=name, ifalias=alias)
     except (NetlinkError, OSError):
         for w, n in ((where, name), (also, also_name)):
             if w is not None and n:
                 try:
-                    s.at(w).link("del", ifname=n)
+                    s.at(w).write("link", "del", ifname=n)
                 except (NetlinkError, OSError):
                     pass
                 s.forget(w, n)

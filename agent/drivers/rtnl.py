@@ -1,4 +1,4 @@
-"""The reads of observation on a plain rtnetlink socket.
+"""Observation and the common writes on a plain rtnetlink socket.
 
 Observation -- a link by name or index, the host's links, a link's addresses
 and routes -- is most of a start-up reconcile (thousands of guests, one host
@@ -13,7 +13,14 @@ are the kernel's ABI (``linux/netlink.h``, ``rtnetlink.h``, ``if_link.h``,
 ``if_addr.h``); ``tests/netns/test_rtnl.py`` checks every figure against
 pyroute2's full decoding of the same kernel answers.
 
-Errors are pyroute2's ``NetlinkError``, as from IPRoute.
+The writes of an attach and a repair (links, addresses, routes) go through
+the same socket: their keyword arguments are turned into a message by
+pyroute2's own request filters, exactly as IPRoute would build it, and only
+the asyncio round trip is left out (~0.4 ms a request, and the ~0.7 ms of
+opening an IPRoute in each guest).
+
+Errors are pyroute2's ``NetlinkError``, as from IPRoute, with the kernel's
+extended-ack message when it gives one.
 """
 
 from __future__ import annotations
@@ -25,9 +32,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.iproute.linux import get_arguments_processor
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
@@ -36,6 +63,10 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 READ_TIMEOUT = 10.0  # seconds: the kernel answers at once; never hang on a bug
 SOL_NETLINK = 270
 NETLINK_GET_STRICT_CHK = 12
+NETLINK_CAP_ACK = 10  # an error answer does not echo the request's payload
+NETLINK_EXT_ACK = 11  # ... but carries the kernel's message (NLMSGERR_ATTR_MSG)
+NLM_F_ACK_TLVS = 0x200
+NLMSGERR_ATTR_MSG = 1
 RTEXT_FILTER_SKIP_STATS = 8
 IFF_UP = 0x1
 
@@ -179,9 +210,24 @@ def parse_route(data: bytes, offset: int, end: int) -> RouteFacts:
     )
 
 
+# (mode, command) -> message class, type and the flags beyond
+# NLM_F_REQUEST | NLM_F_ACK: IPRoute's command maps, for the writes used.
+_CREATE = NLM_F_CREATE | NLM_F_EXCL
+_WRITES: dict[tuple[str, str], tuple[Callable[[], Any], int, int]] = {
+    ("link", "add"): (ifinfmsg, RTM_NEWLINK, _CREATE),
+    ("link", "set"): (ifinfmsg, RTM_NEWLINK, 0),
+    ("link", "del"): (ifinfmsg, RTM_DELLINK, 0),
+    ("addr", "add"): (ifaddrmsg, RTM_NEWADDR, _CREATE),
+    ("addr", "del"): (ifaddrmsg, RTM_DELADDR, 0),
+    ("route", "add"): (rtmsg, RTM_NEWROUTE, _CREATE),
+    ("route", "replace"): (rtmsg, RTM_NEWROUTE, NLM_F_REPLACE | NLM_F_CREATE),
+    ("route", "del"): (rtmsg, RTM_DELROUTE, 0),
+}
+
+
 class Rtnl:
-    """One rtnetlink socket for reads (see the module's doc). Not
-    thread-safe: one per session (guests) or per thread (the host)."""
+    """One rtnetlink socket (see the module's doc). Not thread-safe: one per
+    session (guests) or per thread (the host)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -197,6 +243,11 @@ class Rtnl:
             self.strict = True
         except OSError:
             self.strict = False
+        for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+            try:
+                self.sock.setsockopt(SOL_NETLINK, option, 1)
+            except OSError:
+                pass  # older kernels: errors without the kernel's message
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -226,6 +277,9 @@ class Rtnl:
         request = bytearray(template)
         struct.pack_into("=I", request, 8, seq)  # nlmsghdr: len, type, flags, seq, pid
         self.sock.send(request)
+        return self._read(seq, dump)
+
+    def _read(self, seq: int, dump: bool) -> Iterator[tuple[bytes, int, int]]:
         while True:
             try:
                 data = self.sock.recv(1 << 16)
@@ -233,7 +287,7 @@ class Rtnl:
                 raise NetlinkError(errno.ETIMEDOUT, "no netlink answer") from None
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
+                length, kind, flags, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
                 end = offset + length
                 if length < _NLMSGHDR.size or end > len(data):
                     raise NetlinkError(errno.EBADMSG, "truncated netlink answer")
@@ -243,11 +297,41 @@ class Rtnl:
                 if kind in (NLMSG_ERROR, NLMSG_DONE):
                     code = _I32.unpack_from(data, payload)[0] if end - payload >= 4 else 0
                     if code < 0:
-                        raise NetlinkError(-code)
+                        raise _error(-code, data, flags, payload, end, kind == NLMSG_ERROR)
                     return
                 yield data, payload, end
                 if not dump:
                     return
+
+    def write(self, mode: str, command: str, **kwargs: Any) -> None:
+        """A link, address or route change, given as to IPRoute (``mode``
+        "link", "addr" or "route"; ``command`` "add", "set", "replace" or
+        "del"), acknowledged by the kernel or raised as NetlinkError."""
+        make, kind, flags = _WRITES[(mode, command)]
+        parameters = None
+        if mode == "route":
+            parameters = {"strict_check": False}  # as IPRoute() builds it
+            if command in ("add", "replace"):
+                kwargs["proto"] = kwargs.get("proto", "static") or "static"
+                kwargs["type"] = kwargs.get("type", "unicast") or "unicast"
+        arguments = get_arguments_processor(mode, command, kwargs, parameters)
+        msg = make()
+        for field in msg.fields:  # what pyroute2's NetlinkRequest does
+            msg[field[0]] = arguments.get_value(field[0], default=0, mode="field")
+        for key, value in arguments.items():
+            nla = type(msg).name2nla(key)
+            if msg.valid_nla(nla) and value is not None:
+                msg["attrs"].append([nla, value])
+        if "attrs" in arguments:
+            msg["attrs"].extend(arguments["attrs"])
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        msg["header"]["type"] = kind
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self.sock.send(msg.data)
+        for _ in self._read(seq, dump=False):
+            pass  # a write answers with an acknowledgement only
 
     def link(self, name: str = "", index: int = 0) -> LinkFacts | None:
         """The link by name or index, or None when there is none."""
@@ -321,6 +405,17 @@ class Rtnl:
             parse_route(*m)
             for m in self._answers((RTM_GETROUTE, table, protocol, oif), make, dump=True)
         ]
+
+
+def _error(code: int, data: bytes, flags: int, payload: int, end: int, ack: bool) -> NetlinkError:
+    """The error an answer carries, with the kernel's own message when the
+    extended ack has one (the request is not echoed: NETLINK_CAP_ACK)."""
+    if ack and flags & NLM_F_ACK_TLVS:
+        tlvs = payload + 4 + _NLMSGHDR.size  # error code, the request's header
+        message = _string(_attributes(data, tlvs, end).get(NLMSGERR_ATTR_MSG))
+        if message:
+            return NetlinkError(code, message)
+    return NetlinkError(code)
 
 
 # Encoded requests by what they ask, shared by all sockets (bytes: safe to

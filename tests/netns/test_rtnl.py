@@ -200,3 +200,76 @@ def test_a_closed_namespace_is_an_error_not_a_hang(scratch: str) -> None:
     with pytest.raises(OSError) as e:
         reader.link(name="lo")
     assert e.value.errno == errno.EBADF or isinstance(e.value, NetlinkError)
+
+
+def test_writes_build_what_iproute_builds_and_errors_carry_the_kernel_message(
+    both: tuple[Rtnl, IPRoute],
+) -> None:
+    """Links, addresses and routes written through the Rtnl socket, with
+    IPRoute's keyword arguments; IPRoute reads the result back."""
+    reader, ipr = both
+    br0 = reader.link(name="br0")
+    assert br0 is not None
+    try:
+        reader.write(
+            "link",
+            "add",
+            ifname="w0",
+            kind="veth",
+            mtu=1280,
+            peer={"ifname": "w1", "address": "02:00:c6:12:05:09", "mtu": 1280},
+            master=br0.index,
+            state="up",
+        )
+        reader.write("link", "set", ifname="w1", ifalias="netplumb:w")
+        w1 = reader.link(name="w1")
+        assert w1 is not None
+        reader.write("link", "set", index=w1.index, state="up")
+        got = ipr.link("get", ifname="w1")[0]
+        assert got.get_attr("IFLA_IFALIAS") == "netplumb:w"
+        assert got.get_attr("IFLA_ADDRESS") == "02:00:c6:12:05:09"
+        assert got.get_attr("IFLA_MTU") == 1280 and got["flags"] & 1
+        w0 = ipr.link("get", ifname="w0")[0]
+        assert w0.get_attr("IFLA_MASTER") == br0.index
+        # creating it again: EEXIST, as from IPRoute
+        with pytest.raises(NetlinkError) as e:
+            reader.write("link", "add", ifname="w0", kind="veth", peer={"ifname": "w2"})
+        assert e.value.code == errno.EEXIST
+
+        reader.write("addr", "add", index=w1.index, address="198.18.10.2", prefixlen=24)
+        reader.write("addr", "add", index=w1.index, address="2001:db8:10::2", prefixlen=64)
+        assert {(a.address, a.prefixlen) for a in reader.addresses(w1.index)} >= {
+            ("198.18.10.2", 24),
+            ("2001:db8:10::2", 64),
+        }
+        route = {
+            "dst": "198.18.11.0",
+            "dst_len": 24,
+            "oif": w1.index,
+            "gateway": "198.18.10.1",
+            "proto": PROTO,
+            "table": 254,
+            "family": socket.AF_INET,
+        }
+        reader.write("route", "replace", **route)
+        reader.write("route", "replace", **route)  # replace: idempotent
+        mine = [r for r in reader.routes(254, PROTO, w1.index) if r.dst == "198.18.11.0"]
+        assert [(r.gateway, r.dst_len) for r in mine] == [("198.18.10.1", 24)]
+        # a next hop outside every subnet: the kernel's own words come back
+        with pytest.raises(NetlinkError) as e:
+            reader.write("route", "replace", **(route | {"gateway": "198.19.99.1"}))
+        assert e.value.code == errno.ENETUNREACH
+        assert len(e.value.args) > 1 and "gateway" in str(e.value.args[1]).lower()
+        reader.write("route", "del", **route)
+        assert not [r for r in reader.routes(254, PROTO, w1.index) if r.dst == "198.18.11.0"]
+        reader.write("addr", "del", index=w1.index, address="198.18.10.2", prefixlen=24)
+        assert ("198.18.10.2", 24) not in {(a.address, a.prefixlen) for a in reader.addresses()}
+    finally:
+        try:
+            reader.write("link", "del", ifname="w0")
+        except NetlinkError:
+            pass
+    assert reader.link(name="w0") is None and reader.link(name="w1") is None
+    with pytest.raises(NetlinkError) as e:
+        reader.write("link", "del", ifname="w0")
+    assert e.value.code == errno.ENODEV

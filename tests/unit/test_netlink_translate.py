@@ -106,20 +106,27 @@ class _Session(netlink.Session):
 
     def __init__(self, guest: Any = None) -> None:
         self.guest_ns = guest
-        self.host = _NoLinks()  # type: ignore[assignment]
-        self._guest = None
+        self._links = _NoLinks()
+        self._guest_ipr = None
         self._guest_reader = None
         self._index = {}
 
     @property
+    def host(self) -> Any:
+        return self._links
+
+    @property
     def guest(self) -> Any:
-        return self.host
+        return self._links
 
     def at(self, where: Where) -> Any:
-        return self.host
+        return self._links
 
     def reader(self, where: Where) -> Any:
-        return self.host
+        return self._links
+
+    def close(self) -> None:
+        self._links.close()
 
 
 @pytest.fixture
