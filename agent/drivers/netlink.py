@@ -215,6 +215,7 @@ class Session:
         self._guest_ipr: IPRoute | None = None
         self._guest_reader: Rtnl | None = None
         self._index: dict[tuple[Where, str], int] = {}
+        self.filtering: dict[str, bool] = {}  # bridge -> VLAN filtering, read this session
 
     @property
     def host(self) -> Rtnl:
@@ -353,17 +354,25 @@ def _observe_link(
         addresses=_addresses(reader, link.index) if detail else (),
         routes=_routes(reader, link.index) if detail else (),
         vlans=_port_vlans(s.ipr(where), link.index)
-        if master and where is Where.HOST and _filtering(master)
+        if master and where is Where.HOST and _filtering(s, master)
         else (),
     )
 
 
-def _filtering(bridge: str) -> bool:
-    """Whether ``bridge`` may have VLAN filtering on (then its ports' VLANs
-    are read); a start-up snapshot tells for sure and saves the request."""
+def _filtering(s: Session, bridge: str) -> bool:
+    """Whether ``bridge`` has VLAN filtering on (then its ports' VLANs are
+    read, a request of its own); from a start-up snapshot that still knows
+    the bridge, else read once per session. (Assuming "on" when unsure cost
+    every attach, and every endpoint of a restart after a repair had touched
+    the bridge, a decoded AF_BRIDGE link request.)"""
     snap = _snapshot()
     facts = snap.links.get(bridge) if snap is not None and snap.knows(bridge) else None
-    return facts.vlan_filtering if facts is not None else True
+    if facts is None:
+        if bridge not in s.filtering:
+            found = s.reader(Where.HOST).link(name=bridge)
+            s.filtering[bridge] = found is not None and found.vlan_filtering
+        return s.filtering[bridge]
+    return facts.vlan_filtering
 
 
 def _master(s: Session, where: Where, index: int, expected: str = "") -> str:
@@ -854,6 +863,7 @@ class NetlinkDriver:
             s.host.write("link", "set", index=s.index(Where.HOST, op.name), master=bridge)
         elif isinstance(op, SetBridgeVlanFiltering):
             s.host.write("link", "set", ifname=op.name, kind="bridge", br_vlan_filtering=1)
+            s.filtering[op.name] = True
         elif isinstance(op, SetPortVlan):
             index = s.index(Where.HOST, op.name)
             s.ipr(Where.HOST).vlan_filter("del", index=index, vlan_info={"vid": 1})

@@ -110,6 +110,7 @@ class _Session(netlink.Session):
         self._guest_ipr = None
         self._guest_reader = None
         self._index = {}
+        self.filtering = {}
 
     @property
     def host(self) -> Any:
