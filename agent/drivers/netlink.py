@@ -593,20 +593,12 @@ class NetlinkDriver:
             s.remember(Where.HOST, name, index)
             data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
             master = _master(s, Where.HOST, msg.get_attr("IFLA_MASTER") or 0)
-            entries = [
-                e for e in s.ipr(Where.HOST).fdb("dump", ifindex=index) if e["ifindex"] == index
-            ]
-            flood = sorted(
-                str(e.get_attr("NDA_DST"))
-                for e in entries
-                if e.get_attr("NDA_LLADDR") == ZERO_MAC and e.get_attr("NDA_DST")
-            )
+            entries = s.host.fdb(index)
+            flood = sorted(e.dst for e in entries if e.lladdr == ZERO_MAC and e.dst)
             macs = sorted(
-                (str(e.get_attr("NDA_LLADDR")).lower(), str(e.get_attr("NDA_DST")))
+                (e.lladdr, e.dst)
                 for e in entries
-                if e.get_attr("NDA_LLADDR") not in (None, ZERO_MAC)
-                and e.get_attr("NDA_DST")
-                and e["state"] & NUD_PERMANENT
+                if e.lladdr not in ("", ZERO_MAC) and e.dst and e.state & NUD_PERMANENT
             )
             suppress = False
             if master:
@@ -639,9 +631,9 @@ class NetlinkDriver:
                 return ()
             return tuple(
                 sorted(
-                    (str(n.get_attr("NDA_DST")), str(n.get_attr("NDA_LLADDR") or "").lower())
-                    for n in s.ipr(Where.HOST).get_neighbours(ifindex=index)
-                    if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR")
+                    (n.dst, n.lladdr)
+                    for n in s.host.neighbours(index)
+                    if n.state & NUD_PERMANENT and n.lladdr
                 )
             )
 

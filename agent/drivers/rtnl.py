@@ -50,6 +50,7 @@ from pyroute2.netlink.rtnl import (
     RTM_DELROUTE,
     RTM_GETADDR,
     RTM_GETLINK,
+    RTM_GETNEIGH,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
@@ -58,6 +59,7 @@ from pyroute2.netlink.rtnl import (
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 READ_TIMEOUT = 10.0  # seconds: the kernel answers at once; never hang on a bug
@@ -76,6 +78,7 @@ _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 _U32 = struct.Struct("=I")
 _I32 = struct.Struct("=i")
 _NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
@@ -87,6 +90,9 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_BR_VLAN_FILTERING = 7
 # if_addr.h
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+# neighbour.h
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
+AF_BRIDGE = 7
 # rtnetlink.h
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 
@@ -126,6 +132,16 @@ class RouteFacts:
     gateway: str
     oif: int
     priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourFacts:
+    """A neighbour (ARP/NDP) or FDB entry."""
+
+    ifindex: int
+    state: int
+    dst: str  # an IP address; for an FDB entry the remote (VXLAN) end, if any
+    lladdr: str  # lower-case MAC, "" for none
 
 
 def _attributes(data: bytes, offset: int, end: int) -> dict[int, bytes]:
@@ -223,6 +239,20 @@ _WRITES: dict[tuple[str, str], tuple[Callable[[], Any], int, int]] = {
     ("route", "replace"): (rtmsg, RTM_NEWROUTE, NLM_F_REPLACE | NLM_F_CREATE),
     ("route", "del"): (rtmsg, RTM_DELROUTE, 0),
 }
+
+
+def parse_neighbour(data: bytes, offset: int, end: int) -> NeighbourFacts:
+    _, ifindex, state, _, _ = _NDMSG.unpack_from(data, offset)
+    a = _attributes(data, offset + _NDMSG.size, end)
+    dst = a.get(NDA_DST)
+    if dst and len(dst) in (4, 16):
+        address = socket.inet_ntop(socket.AF_INET if len(dst) == 4 else socket.AF_INET6, dst)
+    else:
+        address = ""
+    mac = a.get(NDA_LLADDR)
+    return NeighbourFacts(
+        ifindex=ifindex, state=state, dst=address, lladdr=mac.hex(":") if mac else ""
+    )
 
 
 class Rtnl:
@@ -404,6 +434,49 @@ class Rtnl:
         return [
             parse_route(*m)
             for m in self._answers((RTM_GETROUTE, table, protocol, oif), make, dump=True)
+        ]
+
+    def fdb(self, ifindex: int) -> list[NeighbourFacts]:
+        """The forwarding-database entries of one device (a VXLAN's remote
+        ends, a bridge port's MACs). The kernel filters by device where it
+        can; a bridge's FDB holds an entry for every port, thousands on a
+        busy host, so this matters."""
+        index = ifindex if self.strict else 0
+
+        def make() -> Any:
+            msg = ndmsg()
+            msg["family"] = AF_BRIDGE
+            msg["ifindex"] = index
+            return msg
+
+        return [
+            n
+            for n in (
+                parse_neighbour(*m)
+                for m in self._answers((RTM_GETNEIGH, AF_BRIDGE, index), make, dump=True)
+            )
+            if n.ifindex == ifindex
+        ]
+
+    def neighbours(self, ifindex: int) -> list[NeighbourFacts]:
+        """The neighbour (ARP and NDP) entries of one device, both families;
+        filtered by the kernel where it can."""
+        index = ifindex if self.strict else 0
+
+        def make() -> Any:
+            msg = ndmsg()
+            msg["family"] = socket.AF_UNSPEC
+            if index:
+                msg["attrs"] = [("NDA_IFINDEX", index)]
+            return msg
+
+        return [
+            n
+            for n in (
+                parse_neighbour(*m)
+                for m in self._answers((RTM_GETNEIGH, 0, index), make, dump=True)
+            )
+            if n.ifindex == ifindex
         ]
 
 

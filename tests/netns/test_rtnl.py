@@ -47,9 +47,22 @@ def scratch() -> Iterator[str]:
             f"route add 198.18.7.0/24 dev v1 proto {PROTO}",
             f"route add 198.18.8.0/24 via 198.18.5.1 dev v1 proto {PROTO} table 100",
             f"-6 route add 2001:db8:9::/64 via 2001:db8:5::3 dev v1 proto {PROTO} metric 7",
+            "link add vx0 type vxlan id 42 local 198.18.5.1 dstport 4789 nolearning",
+            "link set vx0 master br0 up",
+            "neigh add 198.18.5.40 lladdr 02:00:c6:12:05:40 dev br0 nud permanent",
+            "-6 neigh add 2001:db8:5::40 lladdr 02:00:c6:12:05:41 dev br0 nud permanent",
+            "neigh add 198.18.5.41 lladdr 02:00:c6:12:05:42 dev v1 nud permanent",
         ]
         for c in cmds:
             run("ip", "-n", ns, *c.split())
+        fdb = [
+            "append 00:00:00:00:00:00 dev vx0 dst 198.18.5.20",
+            "append 00:00:00:00:00:00 dev vx0 dst 198.18.5.21",
+            "add 02:00:c6:12:05:30 dev vx0 dst 198.18.5.20",
+            "add 02:00:c6:12:05:31 dev v0 master static",
+        ]
+        for c in fdb:
+            run("ip", "netns", "exec", ns, "bridge", "fdb", *c.split())
         yield ns
     finally:
         spaces.cleanup()
@@ -273,3 +286,55 @@ def test_writes_build_what_iproute_builds_and_errors_carry_the_kernel_message(
     with pytest.raises(NetlinkError) as e:
         reader.write("link", "del", ifname="w0")
     assert e.value.code == errno.ENODEV
+
+
+def test_fdb_and_neighbours_read_as_pyroute2_decodes_them(both: tuple[Rtnl, IPRoute]) -> None:
+    reader, ipr = both
+    for name in ("vx0", "v0", "br0"):
+        link = reader.link(name=name)
+        assert link is not None
+        expected = sorted(
+            (
+                e["state"],
+                str(e.get_attr("NDA_DST") or ""),
+                str(e.get_attr("NDA_LLADDR") or "").lower(),
+            )
+            for e in ipr.fdb("dump")
+            if e["ifindex"] == link.index
+        )
+        got = sorted((e.state, e.dst, e.lladdr) for e in reader.fdb(link.index))
+        assert got == expected, name
+    vx0 = reader.link(name="vx0")
+    assert vx0 is not None
+    entries = {(e.lladdr, e.dst) for e in reader.fdb(vx0.index)}
+    assert {
+        ("00:00:00:00:00:00", "198.18.5.20"),
+        ("00:00:00:00:00:00", "198.18.5.21"),
+        ("02:00:c6:12:05:30", "198.18.5.20"),
+    } <= entries
+    v0 = reader.link(name="v0")
+    assert v0 is not None
+    assert "02:00:c6:12:05:31" in {e.lladdr for e in reader.fdb(v0.index)}
+
+    for name in ("br0", "v1"):
+        link = reader.link(name=name)
+        assert link is not None
+        expected = sorted(
+            (
+                n["state"],
+                str(n.get_attr("NDA_DST") or ""),
+                str(n.get_attr("NDA_LLADDR") or "").lower(),
+            )
+            for n in ipr.get_neighbours(ifindex=link.index)
+            if n["ifindex"] == link.index
+        )
+        got = sorted((n.state, n.dst, n.lladdr) for n in reader.neighbours(link.index))
+        assert got == expected, name
+    br0 = reader.link(name="br0")
+    assert br0 is not None
+    mine = {(n.dst, n.lladdr) for n in reader.neighbours(br0.index)}
+    assert {
+        ("198.18.5.40", "02:00:c6:12:05:40"),
+        ("2001:db8:5::40", "02:00:c6:12:05:41"),
+    } <= mine
+    assert ("198.18.5.41", "02:00:c6:12:05:42") not in mine  # v1's, not the bridge's
