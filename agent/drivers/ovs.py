@@ -318,11 +318,13 @@ class OvsDriver:
                 for br in list(tables["Bridge"].rows.values())
                 for port in br.ports
             }
-            return [
-                _port(port, bridge_of.get(port.uuid, ""))
-                for port in list(tables["Port"].rows.values())
-                if port.external_ids.get(OWNER) == agent_id
-            ]
+            out = []
+            for port in list(tables["Port"].rows.values()):
+                # Each attribute read converts the row's datum anew: once each.
+                ids = dict(port.external_ids)
+                if ids.get(OWNER) == agent_id:
+                    out.append(_port(port, bridge_of.get(port.uuid, ""), ids))
+            return out
 
         return self._replica("OVS ports", read)
 
@@ -610,10 +612,12 @@ def _session_up(api: Any) -> bool:
         return False
 
 
-def _port(port: Any, bridge: str) -> ObservedOvsPort:
-    """An IDL Port row (and its first Interface) as netplumb sees it."""
+def _port(port: Any, bridge: str, ids: dict[str, str] | None = None) -> ObservedOvsPort:
+    """An IDL Port row (and its first Interface) as netplumb sees it;
+    ``ids``, its external_ids when the caller has read them already."""
     iface = next(iter(port.interfaces), None)
-    ids = dict(port.external_ids)
+    if ids is None:
+        ids = dict(port.external_ids)
     return ObservedOvsPort(
         name=port.name,
         bridge=bridge,
