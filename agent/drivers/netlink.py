@@ -1,8 +1,8 @@
 """The netlink driver: observes links, addresses and routes, and executes
 ops, on the plain rtnetlink sockets of rtnl.py (and pyroute2's IPRoute for
-FDB, neighbour, bridge-port, VLAN-filter and rule requests). It makes no
-decisions; it translates netlink errors into netplumb errors and nothing
-else escapes it.
+FDB and neighbour writes, bridge-port, VLAN-filter and rule requests). It
+makes no decisions; it translates netlink errors into netplumb errors and
+nothing else escapes it.
 """
 
 from __future__ import annotations
