@@ -2,12 +2,11 @@
 
 Observation -- a link by name or index, the host's links, a link's addresses
 and routes, one device's FDB or neighbour entries -- is most of a start-up
-reconcile (thousands of guests, one host
-dump) and a good part of an attach. Through pyroute2's IPRoute each request
-also runs an asyncio loop and request filters (~0.7 ms over the kernel's own
-time), and each answer is decoded whole: a link message carries some fifty
-attributes, and decoding them into pyroute2's objects took more than half of
-a restart at 1000 endpoints. Here requests are still encoded by pyroute2's
+reconcile (thousands of guests, one host dump) and a good part of an attach.
+Through pyroute2's IPRoute each request also runs an asyncio loop and request
+filters (~0.7 ms over the kernel's own time), and each answer is decoded
+whole: a link message carries some fifty attributes, and decoding them into
+pyroute2's objects took more than half of a restart at 1000 endpoints. Here requests are still encoded by pyroute2's
 message classes (once, then cached), but the answers are walked with
 ``struct`` and only the attributes observation uses are read. The layouts
 are the kernel's ABI (``linux/netlink.h``, ``rtnetlink.h``, ``if_link.h``,
