@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fixtures.host import Namespaces, require_root, run
@@ -81,21 +82,21 @@ def both(scratch: str) -> Iterator[tuple[Rtnl, IPRoute]]:
         handle.close()
 
 
-def _expected_link(msg: object) -> dict[str, object]:
-    m: object = msg
-    info = m.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
+def _expected_link(m: Any) -> dict[str, object]:
+    """What pyroute2's full decoding says of the figures LinkFacts holds."""
+    info = m.get_attr("IFLA_LINKINFO")
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     kind = (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
     return {
-        "name": m.get_attr("IFLA_IFNAME"),  # type: ignore[attr-defined]
-        "index": m["index"],  # type: ignore[index]
+        "name": m.get_attr("IFLA_IFNAME"),
+        "index": m["index"],
         "kind": kind,
-        "alias": m.get_attr("IFLA_IFALIAS") or "",  # type: ignore[attr-defined]
-        "mac": (m.get_attr("IFLA_ADDRESS") or "").lower(),  # type: ignore[attr-defined]
-        "mtu": m.get_attr("IFLA_MTU"),  # type: ignore[attr-defined]
-        "up": bool(m["flags"] & 1),  # type: ignore[index]
-        "master_index": m.get_attr("IFLA_MASTER") or 0,  # type: ignore[attr-defined]
-        "peer_index": m.get_attr("IFLA_LINK") or 0,  # type: ignore[attr-defined]
+        "alias": m.get_attr("IFLA_IFALIAS") or "",
+        "mac": (m.get_attr("IFLA_ADDRESS") or "").lower(),
+        "mtu": m.get_attr("IFLA_MTU"),
+        "up": bool(m["flags"] & 1),
+        "master_index": m.get_attr("IFLA_MASTER") or 0,
+        "peer_index": m.get_attr("IFLA_LINK") or 0,
         "vlan_filtering": bool(data.get_attr("IFLA_BR_VLAN_FILTERING"))
         if kind == "bridge" and data is not None
         else False,
