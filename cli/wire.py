@@ -8,9 +8,9 @@ module speaks exactly that, and nothing else. Request headers are sent in
 HPACK's plainest form (literals without indexing or Huffman coding, RFC 7541
 section 6.2.2), which needs no table; the daemon's answers are decoded by
 ``hpack`` (the HPACK implementation under the h2 stack), imported only once
-the request is on its way, so its import overlaps the daemon's work. The daemon is
-the ordinary grpcio server; the Python ``Client`` can use either transport
-and the tests run every RPC through both.
+the request is on its way, so its import overlaps the daemon's work. The
+daemon is the ordinary grpcio server; the Python ``Client`` can use either
+transport and the tests run every RPC through both.
 
 Limits, by design: unary calls only, plaintext over a unix socket, no
 compression, one call at a time per connection (calls on one WireChannel
