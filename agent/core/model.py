@@ -95,7 +95,7 @@ class BridgeSpec:
     mtu: int = 0  # 0: leave the kernel default
     vni: int = 0
     tunnel: str = ""
-    mac: str = ""  # "": the kernel's choice (cluster networks: the same on every host)
+    mac: str = ""  # "": derived from the agent id and name (cluster networks: one for all hosts)
 
 
 @dataclass(frozen=True, slots=True)

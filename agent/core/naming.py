@@ -38,10 +38,12 @@ def stable_mac(endpoint_id: str) -> str:
 
 
 def bridge_mac(name: str, agent_id: str) -> str:
-    """The MAC of an OVS bridge netplumb creates (other_config:hwaddr): the
-    same every time the bridge is made again (after the OVS database was
-    wiped), so guests' neighbour entries for its address stay right; unique
-    per agent, so same-named bridges on hosts joined by an overlay differ."""
+    """The MAC of a bridge netplumb creates (for OVS, other_config:hwaddr):
+    fixed, so ports coming and going never change it (a Linux bridge
+    otherwise takes its lowest port's), and the same every time the bridge is
+    made again (after a reboot, or the OVS database was wiped), so guests'
+    neighbour entries for its address stay right; unique per agent, so
+    same-named bridges on hosts joined by an overlay differ."""
     digest = hashlib.sha256(f"netplumb-bridge\0{agent_id}\0{name}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 

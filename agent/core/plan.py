@@ -438,8 +438,14 @@ def plan_bridge(
                 hint=f"recreate it, or 'netplumb bridge del {spec.name}' to forget it",
             )
         ops: list[Op] = [CreateBridge(spec.name, spec.mtu, naming.bridge_alias(agent_id))]
-        if spec.mac:
-            ops.append(SetMac(Where.HOST, spec.name, spec.mac))
+        # A MAC of its own, always: otherwise the kernel gives a bridge the
+        # lowest MAC among its ports, so an attach or detach can change it,
+        # leaving every guest with a stale neighbour entry for its gateway
+        # and flushing the bridge's own neighbour entries (a Linux overlay's
+        # known endpoints).
+        ops.append(
+            SetMac(Where.HOST, spec.name, spec.mac or naming.bridge_mac(spec.name, agent_id))
+        )
         ops.extend(AddAddress(Where.HOST, spec.name, a) for a in spec.addresses)
         ops.append(SetUp(Where.HOST, spec.name))
         return tuple(ops), True

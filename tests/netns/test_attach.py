@@ -235,6 +235,26 @@ def test_vlan_on_linux_bridge_fails_cleanly_without_vlan_filtering(
     )
 
 
+def test_a_bridge_keeps_its_mac_as_ports_come_and_go(
+    daemon: Daemon, netns: Namespaces, bridge: str
+) -> None:
+    """Regression: a Linux bridge without a MAC of its own takes its lowest
+    port's, so an attach or detach could change the gateway's MAC under the
+    guests (and flush the bridge's neighbour entries). netplumb sets one."""
+    daemon.cli("bridge", "add", bridge, "--address", "198.18.12.1/24")
+    with open(f"/sys/class/net/{bridge}/addr_assign_type") as f:
+        assert f.read().strip() == "3"  # NET_ADDR_SET: the kernel will not change it
+    mac = link(bridge)["address"]  # type: ignore[index]
+    spaces = [netns.new() for _ in range(6)]
+    for i, ns in enumerate(spaces):
+        daemon.cli_json("attach", bridge, f"netns:{ns}", f"198.18.12.{10 + i}/24@198.18.12.1")
+        assert link(bridge)["address"] == mac  # type: ignore[index]
+    for ns in spaces[:3]:
+        daemon.cli_json("detach", f"netns:{ns}")
+        assert link(bridge)["address"] == mac  # type: ignore[index]
+    assert ping(spaces[-1], "198.18.12.1")
+
+
 def test_bridge_lifecycle_and_adoption(daemon: Daemon, netns: Namespaces, bridge: str) -> None:
     # created: idempotent, conflicting spec refused, deleted for real
     assert daemon.cli("bridge", "add", bridge, "--mtu", "1450")[0] == 0

@@ -34,7 +34,9 @@ def scratch() -> Iterator[str]:
     try:
         cmds = [
             "link add br0 type bridge",
-            "link set br0 mtu 1400 alias netplumb:test-bridge up",
+            # A MAC of its own: ports added later (the writes test) must not
+            # change it, which would flush its neighbour entries.
+            "link set br0 address 02:00:c6:12:05:01 mtu 1400 alias netplumb:test-bridge up",
             "addr add 198.18.5.1/24 dev br0",
             "addr add 2001:db8:5::1/64 dev br0 nodad",
             "link add v0 type veth peer name v1",
@@ -289,22 +291,27 @@ def test_writes_build_what_iproute_builds_and_errors_carry_the_kernel_message(
     assert e.value.code == errno.ENODEV
 
 
+def _entries(msgs: Any, index: int) -> list[tuple[int, str, str]]:
+    """(state, dst, lladdr) of one device's FDB or neighbour entries, as
+    pyroute2 decodes them."""
+    return sorted(
+        (
+            m["state"],
+            str(m.get_attr("NDA_DST") or ""),
+            str(m.get_attr("NDA_LLADDR") or "").lower(),
+        )
+        for m in msgs
+        if m["ifindex"] == index
+    )
+
+
 def test_fdb_and_neighbours_read_as_pyroute2_decodes_them(both: tuple[Rtnl, IPRoute]) -> None:
     reader, ipr = both
     for name in ("vx0", "v0", "br0"):
         link = reader.link(name=name)
         assert link is not None
-        expected = sorted(
-            (
-                e["state"],
-                str(e.get_attr("NDA_DST") or ""),
-                str(e.get_attr("NDA_LLADDR") or "").lower(),
-            )
-            for e in ipr.fdb("dump")
-            if e["ifindex"] == link.index
-        )
         got = sorted((e.state, e.dst, e.lladdr) for e in reader.fdb(link.index))
-        assert got == expected, name
+        assert got == _entries(ipr.fdb("dump"), link.index), name
     vx0 = reader.link(name="vx0")
     assert vx0 is not None
     entries = {(e.lladdr, e.dst) for e in reader.fdb(vx0.index)}
@@ -320,17 +327,8 @@ def test_fdb_and_neighbours_read_as_pyroute2_decodes_them(both: tuple[Rtnl, IPRo
     for name in ("br0", "v1"):
         link = reader.link(name=name)
         assert link is not None
-        expected = sorted(
-            (
-                n["state"],
-                str(n.get_attr("NDA_DST") or ""),
-                str(n.get_attr("NDA_LLADDR") or "").lower(),
-            )
-            for n in ipr.get_neighbours(ifindex=link.index)
-            if n["ifindex"] == link.index
-        )
         got = sorted((n.state, n.dst, n.lladdr) for n in reader.neighbours(link.index))
-        assert got == expected, name
+        assert got == _entries(ipr.get_neighbours(ifindex=link.index), link.index), name
     br0 = reader.link(name="br0")
     assert br0 is not None
     mine = {(n.dst, n.lladdr) for n in reader.neighbours(br0.index)}

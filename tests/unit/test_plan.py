@@ -418,9 +418,25 @@ def test_missing_bridge_is_created_and_owned() -> None:
     assert owned
     assert ops == (
         CreateBridge("bri0", 9000, OURS),
+        SetMac(Where.HOST, "bri0", naming.bridge_mac("bri0", AGENT)),
         AddAddress(Where.HOST, "bri0", ip("198.18.0.1/24")),
         SetUp(Where.HOST, "bri0"),
     )
+
+
+def test_a_new_bridge_gets_a_fixed_mac_the_spec_or_a_stable_one() -> None:
+    """Without a MAC of its own a Linux bridge takes its lowest port's, which
+    attaches and detaches change under the guests' feet."""
+    ops, _ = plan_bridge(BR, ObservedBridge(name="bri0", exists=False), None, AGENT)
+    again, _ = plan_bridge(BR, ObservedBridge(name="bri0", exists=False), None, AGENT)
+    other, _ = plan_bridge(BR, ObservedBridge(name="bri0", exists=False), None, "another-agent")
+    macs = [[op.mac for op in o if isinstance(op, SetMac)] for o in (ops, again, other)]
+    assert macs[0] == macs[1] and len(macs[0]) == 1 and macs[0] != macs[2]
+    assert int(macs[0][0].split(":")[0], 16) & 0x03 == 0x02  # locally administered, unicast
+    given, _ = plan_bridge(
+        replace(BR, mac="02:00:c6:12:00:01"), ObservedBridge(name="bri0", exists=False), None, AGENT
+    )
+    assert [op.mac for op in given if isinstance(op, SetMac)] == ["02:00:c6:12:00:01"]
 
 
 def test_existing_bridge_of_ours_matching_plans_nothing() -> None:
