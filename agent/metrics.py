@@ -46,8 +46,8 @@ PREFIX = "netplumb_"
 # Attach is 10-100 ms on a Linux bridge, more on OVS; with DHCP it waits for
 # the lease (seconds).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# RPCs that change nothing: the state the sampler reads cannot have moved.
 FIRST_SAMPLE_WAIT = 60.0  # seconds: at the latest, without a start-up reconcile
+# RPCs that change nothing: the state the sampler reads cannot have moved.
 _READ_ONLY = ("List", "Get")  # (Check wakes it: what it found drifted is news)
 # Concurrent scrapes served at once; more connections are closed unanswered.
 MAX_CONNECTIONS = 8

@@ -132,12 +132,12 @@ def _ifreq(conn: Rtnl, request: int, name: str) -> int | None:
     return int(struct.unpack_from("16si", out)[1])
 
 
-def _open_reader(handle: NetnsHandle | None) -> Rtnl:
+def _open_rtnl(handle: NetnsHandle | None) -> Rtnl:
     return Rtnl(socket_in(handle, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
 
 
-def _host_reader() -> Rtnl:
-    return _per_thread("reader", lambda: _open_reader(None))
+def _host_rtnl() -> Rtnl:
+    return _per_thread("rtnl", lambda: _open_rtnl(None))
 
 
 # One host-namespace netlink connection per thread, kept for the thread's
@@ -159,11 +159,11 @@ def _per_thread(attr: str, open_: Callable[[], T]) -> T:
     return conn
 
 
-def _drop_host_ipr() -> None:
-    reader = getattr(_tls, "reader", None)
-    _tls.reader = None
-    if reader is not None:
-        reader.close()
+def _drop_host_connections() -> None:
+    rtnl = getattr(_tls, "rtnl", None)
+    _tls.rtnl = None
+    if rtnl is not None:
+        rtnl.close()
     ipr = getattr(_tls, "host", None)
     _tls.host = None
     if ipr is not None:
@@ -215,40 +215,38 @@ class Session:
     def __init__(self, guest: NetnsHandle | None = None) -> None:
         self.guest_ns = guest
         self._guest_ipr: IPRoute | None = None
-        self._guest_reader: Rtnl | None = None
+        self._guest_rtnl: Rtnl | None = None
         self._index: dict[tuple[Where, str], int] = {}
         self.filtering: dict[str, bool] = {}  # bridge -> VLAN filtering, read this session
 
     @property
     def host(self) -> Rtnl:
-        return _host_reader()
+        return _host_rtnl()
 
     @property
     def guest(self) -> Rtnl:
-        return self.reader(Where.GUEST)
+        return self.at(Where.GUEST)
 
     def at(self, where: Where) -> Rtnl:
-        return self.reader(where)
+        """The Rtnl socket of that namespace; a guest's is opened on first
+        use."""
+        if where is Where.HOST:
+            return _host_rtnl()
+        if self._guest_rtnl is None:
+            self._guest_rtnl = _open_rtnl(self._guest_ns())
+        return self._guest_rtnl
 
     def ipr(self, where: Where) -> IPRoute:
         if where is Where.HOST:
             return _host_ipr()
         if self._guest_ipr is None:
-            if self.guest_ns is None:
-                raise InternalError("operation needs a guest namespace and none is open")
-            self._guest_ipr = _open(self.guest_ns)
+            self._guest_ipr = _open(self._guest_ns())
         return self._guest_ipr
 
-    def reader(self, where: Where) -> Rtnl:
-        """The Rtnl socket of that namespace; a guest's is opened on first
-        use."""
-        if where is Where.HOST:
-            return _host_reader()
-        if self._guest_reader is None:
-            if self.guest_ns is None:
-                raise InternalError("operation needs a guest namespace and none is open")
-            self._guest_reader = _open_reader(self.guest_ns)
-        return self._guest_reader
+    def _guest_ns(self) -> NetnsHandle:
+        if self.guest_ns is None:
+            raise InternalError("operation needs a guest namespace and none is open")
+        return self.guest_ns
 
     def index(self, where: Where, name: str) -> int:
         key = (where, name)
@@ -258,7 +256,7 @@ class Session:
                 raise NotFound(f"interface {name} does not exist ({where.value})")
             self._index[key] = snap.links[name].index
         if key not in self._index:
-            found = _ifreq(self.reader(where), SIOCGIFINDEX, name)
+            found = _ifreq(self.at(where), SIOCGIFINDEX, name)
             if found is None:
                 raise NotFound(f"interface {name} does not exist ({where.value})")
             self._index[key] = found
@@ -271,9 +269,9 @@ class Session:
         self._index.pop((where, name), None)
 
     def close(self) -> None:
-        if self._guest_reader is not None:
-            self._guest_reader.close()
-            self._guest_reader = None
+        if self._guest_rtnl is not None:
+            self._guest_rtnl.close()
+            self._guest_rtnl = None
         if self._guest_ipr is not None:
             self._guest_ipr.close()
             self._guest_ipr = None
@@ -330,13 +328,13 @@ def _link_facts(s: Session, where: Where, name: str) -> LinkFacts | None:
     snap = _snapshot() if where is Where.HOST else None
     if snap is not None and snap.knows(name):
         return snap.links.get(name)
-    return s.reader(where).link(name=name)
+    return s.at(where).link(name=name)
 
 
 def _observe_link(
     s: Session, where: Where, name: str, bridge: str, detail: bool
 ) -> ObservedLink | None:
-    reader = s.reader(where)
+    reader = s.at(where)
     link = _link_facts(s, where, name)
     if link is None:
         s.forget(where, name)
@@ -371,7 +369,7 @@ def _filtering(s: Session, bridge: str) -> bool:
     facts = snap.links.get(bridge) if snap is not None and snap.knows(bridge) else None
     if facts is None:
         if bridge not in s.filtering:
-            found = s.reader(Where.HOST).link(name=bridge)
+            found = s.at(Where.HOST).link(name=bridge)
             s.filtering[bridge] = found is not None and found.vlan_filtering
         return s.filtering[bridge]
     return facts.vlan_filtering
@@ -387,7 +385,7 @@ def _master(s: Session, where: Where, index: int, expected: str = "") -> str:
     snap = _snapshot() if where is Where.HOST else None
     if snap is not None and index in snap.names and snap.knows(snap.names[index]):
         return snap.names[index]
-    found = s.reader(where).link(index=index)
+    found = s.at(where).link(index=index)
     return found.name if found is not None else ""
 
 
@@ -439,7 +437,7 @@ class NetlinkDriver:
         HostSnapshot): for the start-up reconcile, before anything else can
         change the host through this daemon."""
         with self._session(None) as s:
-            snap = HostSnapshot(s.reader(Where.HOST))
+            snap = HostSnapshot(s.at(Where.HOST))
         _tls.snapshot = snap
         try:
             yield
@@ -465,7 +463,7 @@ class NetlinkDriver:
             yield s
         except (OSError, RuntimeError) as e:
             if not isinstance(e, NetlinkError):
-                _drop_host_ipr()
+                _drop_host_connections()
             raise
         finally:
             s.close()
@@ -484,7 +482,7 @@ class NetlinkDriver:
         """The bridge link; ``addresses=False`` skips the address dump (the
         cheap form, for its MTU)."""
         with self._session(None) as s:
-            reader = s.reader(Where.HOST)
+            reader = s.at(Where.HOST)
             link = reader.link(name=name)
             if link is None:
                 s.forget(Where.HOST, name)
@@ -506,7 +504,7 @@ class NetlinkDriver:
         """A host interface's MTU, or None when it does not exist (one
         ioctl, no netlink round trip)."""
         with self._session(None) as s:
-            return _ifreq(s.reader(Where.HOST), SIOCGIFMTU, name)
+            return _ifreq(s.at(Where.HOST), SIOCGIFMTU, name)
 
     def observe_endpoint(
         self, host_ifname: str, ifname: str, guest: NetnsHandle | None, bridge: str = ""
@@ -563,7 +561,7 @@ class NetlinkDriver:
         pipework's ``mac:`` host interface."""
         mac = mac.lower()
         found = ""
-        for link in _host_reader().links():  # read to the end: the socket is reused
+        for link in _host_rtnl().links():  # read to the end: the socket is reused
             if not found and link.mac == mac:
                 found = link.name
         return found
@@ -577,7 +575,7 @@ class NetlinkDriver:
             links = (
                 snap.links.values()
                 if snap is not None and not snap.stale
-                else s.reader(Where.HOST).links()
+                else s.at(Where.HOST).links()
             )
             for link in links:
                 if naming.is_ours(link.alias):
@@ -586,7 +584,7 @@ class NetlinkDriver:
 
     def observe_vxlan(self, name: str) -> ObservedVxlan | None:
         with self._session(None) as s:
-            msg = s.reader(Where.HOST).link_message(name)
+            msg = s.at(Where.HOST).link_message(name)
             if msg is None or msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "vxlan":
                 return None
             index = msg["index"]
@@ -647,7 +645,7 @@ class NetlinkDriver:
     def link_index(self, name: str) -> int:
         """The host link's ifindex, 0 when there is none."""
         with self._session(None) as s:
-            return _ifreq(s.reader(Where.HOST), SIOCGIFINDEX, name) or 0
+            return _ifreq(s.at(Where.HOST), SIOCGIFINDEX, name) or 0
 
     def underlay(self, local: str = "", towards: str = "") -> tuple[str, str, int] | None:
         """(local address, interface, MTU) of the underlay: the interface
@@ -871,7 +869,7 @@ class NetlinkDriver:
         elif isinstance(op, SetUp):
             s.at(op.where).write("link", "set", index=s.index(op.where, op.name), state="up")
         elif isinstance(op, AddAddress | DelAddress):
-            ipr = s.at(op.where)
+            rt = s.at(op.where)
             a = op.address
             kw = {
                 "index": s.index(op.where, op.name),
@@ -884,13 +882,13 @@ class NetlinkDriver:
                 # No duplicate address detection: the address is usable at once.
                 kw["flags"] = IFA_F_NODAD
                 try:
-                    ipr.write("addr", "add", **kw)
+                    rt.write("addr", "add", **kw)
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise
             else:
                 try:
-                    ipr.write("addr", "del", **kw)
+                    rt.write("addr", "del", **kw)
                 except NetlinkError as e:
                     if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                         raise

@@ -302,7 +302,7 @@ class OvsDriver:
                 ),
                 "",
             )
-            return _port(port, bridge)
+            return _port(port, bridge, dict(port.external_ids))
 
         return self._replica(f"OVS port {name}", read)
 
@@ -320,8 +320,7 @@ class OvsDriver:
             }
             out = []
             for port in list(tables["Port"].rows.values()):
-                # Each attribute read converts the row's datum anew: once each.
-                ids = dict(port.external_ids)
+                ids = dict(port.external_ids)  # read once: filter and view
                 if ids.get(OWNER) == agent_id:
                     out.append(_port(port, bridge_of.get(port.uuid, ""), ids))
             return out
@@ -612,12 +611,11 @@ def _session_up(api: Any) -> bool:
         return False
 
 
-def _port(port: Any, bridge: str, ids: dict[str, str] | None = None) -> ObservedOvsPort:
-    """An IDL Port row (and its first Interface) as netplumb sees it;
-    ``ids``, its external_ids when the caller has read them already."""
+def _port(port: Any, bridge: str, ids: dict[str, str]) -> ObservedOvsPort:
+    """An IDL Port row (and its first Interface) as netplumb sees it, with
+    its external_ids as the caller read them (each read of a row's attribute
+    converts it anew)."""
     iface = next(iter(port.interfaces), None)
-    if ids is None:
-        ids = dict(port.external_ids)
     return ObservedOvsPort(
         name=port.name,
         bridge=bridge,

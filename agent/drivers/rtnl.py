@@ -293,7 +293,6 @@ class Rtnl:
         number changes) and yield each answer message as (buffer, offset of
         its payload, end), as they arrive: a dump of thousands of links is
         never held at once. Read it to the end before the next request."""
-        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         template = _encoded.get(key)
         if template is None:
             msg = make()
@@ -304,10 +303,14 @@ class Rtnl:
             if len(_encoded) >= 256:
                 _encoded.clear()
             _encoded[key] = template
-        request = bytearray(template)
+        return self._read(self._send(bytearray(template)), dump)
+
+    def _send(self, request: bytearray) -> int:
+        """Send an encoded request under the next sequence number; returns it."""
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         struct.pack_into("=I", request, 8, seq)  # nlmsghdr: len, type, flags, seq, pid
         self.sock.send(request)
-        return self._read(seq, dump)
+        return seq
 
     def _read(self, seq: int, dump: bool) -> Iterator[tuple[bytes, int, int]]:
         while True:
@@ -354,13 +357,10 @@ class Rtnl:
                 msg["attrs"].append([nla, value])
         if "attrs" in arguments:
             msg["attrs"].extend(arguments["attrs"])
-        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
         msg["header"]["type"] = kind
         msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | flags
-        msg["header"]["sequence_number"] = seq
         msg.encode()
-        self.sock.send(msg.data)
-        for _ in self._read(seq, dump=False):
+        for _ in self._read(self._send(bytearray(msg.data)), dump=False):
             pass  # a write answers with an acknowledgement only
 
     def link(self, name: str = "", index: int = 0) -> LinkFacts | None:
@@ -438,46 +438,31 @@ class Rtnl:
 
     def fdb(self, ifindex: int) -> list[NeighbourFacts]:
         """The forwarding-database entries of one device (a VXLAN's remote
-        ends, a bridge port's MACs). The kernel filters by device where it
-        can; a bridge's FDB holds an entry for every port, thousands on a
-        busy host, so this matters."""
-        index = ifindex if self.strict else 0
-
-        def make() -> Any:
-            msg = ndmsg()
-            msg["family"] = AF_BRIDGE
-            msg["ifindex"] = index
-            return msg
-
-        return [
-            n
-            for n in (
-                parse_neighbour(*m)
-                for m in self._answers((RTM_GETNEIGH, AF_BRIDGE, index), make, dump=True)
-            )
-            if n.ifindex == ifindex
-        ]
+        ends, a bridge port's MACs). A bridge's FDB holds an entry for every
+        port, thousands on a busy host: the kernel's filter matters."""
+        return self._entries(AF_BRIDGE, ifindex)
 
     def neighbours(self, ifindex: int) -> list[NeighbourFacts]:
-        """The neighbour (ARP and NDP) entries of one device, both families;
-        filtered by the kernel where it can."""
+        """The neighbour (ARP and NDP) entries of one device."""
+        return self._entries(socket.AF_UNSPEC, ifindex)
+
+    def _entries(self, family: int, ifindex: int) -> list[NeighbourFacts]:
+        """One device's FDB (AF_BRIDGE) or neighbour (AF_UNSPEC: both
+        families) entries, filtered by the kernel where it can: an FDB dump
+        takes the device in the header, a neighbour dump in NDA_IFINDEX."""
         index = ifindex if self.strict else 0
 
         def make() -> Any:
             msg = ndmsg()
-            msg["family"] = socket.AF_UNSPEC
-            if index:
+            msg["family"] = family
+            if index and family == AF_BRIDGE:
+                msg["ifindex"] = index
+            elif index:
                 msg["attrs"] = [("NDA_IFINDEX", index)]
             return msg
 
-        return [
-            n
-            for n in (
-                parse_neighbour(*m)
-                for m in self._answers((RTM_GETNEIGH, 0, index), make, dump=True)
-            )
-            if n.ifindex == ifindex
-        ]
+        answers = self._answers((RTM_GETNEIGH, family, index), make, dump=True)
+        return [n for n in (parse_neighbour(*m) for m in answers) if n.ifindex == ifindex]
 
 
 def _error(code: int, data: bytes, flags: int, payload: int, end: int, ack: bool) -> NetlinkError:

@@ -108,7 +108,7 @@ class _Session(netlink.Session):
         self.guest_ns = guest
         self._links = _NoLinks()
         self._guest_ipr = None
-        self._guest_reader = None
+        self._guest_rtnl = None
         self._index = {}
         self.filtering = {}
 
@@ -121,9 +121,6 @@ class _Session(netlink.Session):
         return self._links
 
     def at(self, where: Where) -> Any:
-        return self._links
-
-    def reader(self, where: Where) -> Any:
         return self._links
 
     def close(self) -> None:
